@@ -170,7 +170,7 @@ class QueueEmulator:
         options = {"rootUrl": self.root_url, "maxRetries": 0}
         creds = self.root_credentials if credentials is None else credentials
         if creds:
-            options["credentials"] = creds
+            options["credentials"] = dict(creds)   # the client rewrites it in place (bytes)
         options.update(extra)
         return options
 
