@@ -14,6 +14,7 @@ from payload_helpers import NOW, docker, make_task, native
 from tcworker.config import WorkerConfig
 from tcworker.errors import MalformedPayload
 from tcworker.payloads import parse_task, validate_task
+from tcworker.payloads.rules import current_user_groups
 from tcworker.payloads.taskdef import format_time
 
 CONFIG = WorkerConfig()
@@ -189,8 +190,17 @@ def test_mounts_and_os_groups_follow_their_gates():
     payload = native(mounts=[{"directory": "d", "cacheName": "c"}], osGroups=["audio", "video"])
     config = WorkerConfig.from_mapping({"enableMounts": False, "enableOSGroups": False}, environ={})
     assert paths(make_task(payload), config) == ["payload.mounts", "payload.osGroups"]
-    config = WorkerConfig.from_mapping({"allowedOsGroups": ["audio"]}, environ={})
+    config = WorkerConfig.from_mapping({"allowedOsGroups": ["audio"], "runTasksAsCurrentUser": False},
+                                       environ={})
     assert paths(make_task(payload), config) == ["payload.osGroups[1]"]
+
+
+def test_insecure_engine_accepts_only_groups_the_worker_user_is_in():
+    own = sorted(current_user_groups())[0]
+    payload = native(osGroups=[own, "no-such-group-tcworker"])
+    problems = validate_task(make_task(payload), CONFIG)
+    assert [p.path for p in problems] == ["payload.osGroups[1]"]
+    assert "not a member" in problems[0].message
 
 
 def test_engine_not_in_config_is_refused_naming_it():

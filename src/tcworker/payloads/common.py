@@ -77,7 +77,7 @@ class StrictModel(BaseModel):
     (a payload saying ``max_run_time`` is refused as an unknown key, as upstream does).
     """
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, validate_by_name=False)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -159,14 +159,14 @@ def unique_list(item_type: Any) -> Any:
 def field_path(prefix: str, loc: Iterable[str | int]) -> str:
     """Join a pydantic error location into a field path (``payload.command[0][1]``).
 
-    Discriminator tags (strings starting with ``#``) are dropped.
+    Discriminator tags (strings starting with ``#``) and pydantic's ``[key]`` marker are dropped.
     """
     out = prefix
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.startswith(TAG_PREFIX):
-            continue
+        elif part.startswith(TAG_PREFIX) or part == "[key]":
+            continue  # discriminator tags; "[key]" marks a bad mapping key, already in the path
         else:
             out = f"{out}.{part}" if out else str(part)
     return out

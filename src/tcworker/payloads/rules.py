@@ -14,7 +14,9 @@ task's expanded scopes: the task runner does them).
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
@@ -40,7 +42,11 @@ def _not_enabled(feature: str) -> str:
 
 def check_payload_size(payload: Any) -> list[Problem]:
     """Refuse payloads larger than :data:`MAX_PAYLOAD_BYTES` as compact JSON."""
-    size = len(json.dumps(payload, separators=(",", ":"), default=str).encode("utf-8", "replace"))
+    try:
+        text = json.dumps(payload, separators=(",", ":"), default=str)
+    except (TypeError, ValueError) as err:  # keys JSON cannot hold (from YAML), circular data
+        return [Problem("payload", f"the payload cannot be represented as JSON: {err}")]
+    size = len(text.encode("utf-8", "replace"))
     if size <= MAX_PAYLOAD_BYTES:
         return []
     return [Problem("payload", f"payload is {size} bytes as JSON; this worker accepts at most "
@@ -145,12 +151,36 @@ def check_native_features(payload: GenericWorkerPayload, config: WorkerConfig) -
     if payload.os_groups:
         if not config.enable_os_groups:
             problems.append(Problem("payload.osGroups", _not_enabled("osGroups")))
-        elif config.allowed_os_groups:
-            for index, group in enumerate(payload.os_groups):
-                if group not in config.allowed_os_groups:
-                    problems.append(Problem(f"payload.osGroups[{index}]",
-                                            f"OS group {group!r} is not allowed on this worker"))
+        else:
+            problems += _check_os_groups(payload.os_groups, config)
     return problems
+
+
+def _check_os_groups(groups: list[str], config: WorkerConfig) -> list[Problem]:
+    # The insecure engine runs tasks as the worker's own user, which cannot join groups per task:
+    # generic-worker accepts only groups that user is already in.
+    own = current_user_groups() if config.run_tasks_as_current_user else None
+    problems = []
+    for index, group in enumerate(groups):
+        if config.allowed_os_groups and group not in config.allowed_os_groups:
+            problems.append(Problem(f"payload.osGroups[{index}]",
+                                    f"OS group {group!r} is not allowed on this worker"))
+        elif own is not None and group not in own:
+            problems.append(Problem(f"payload.osGroups[{index}]",
+                                    f"OS group {group!r}: tasks run as this worker's user "
+                                    "(runTasksAsCurrentUser), which is not a member"))
+    return problems
+
+
+def current_user_groups() -> set[str]:
+    """Names of the groups the worker process is in (primary and supplementary)."""
+    names = set()
+    for gid in {os.getegid(), *os.getgroups()}:
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            names.add(str(gid))
+    return names
 
 
 def check_docker_features(payload: DockerWorkerPayload, config: WorkerConfig) -> list[Problem]:
