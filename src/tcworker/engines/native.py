@@ -1,0 +1,281 @@
+"""The native engine: a task's commands run as host processes in a fresh task directory.
+
+Per run (see ``../shared/reference/peer-workers.md`` 1.2, 3.4, 3.11 for generic-worker's rules):
+
+- a directory ``<tasksDir>/tcw-task-<taskId>-<runId>-<random>``, removed by ``dispose`` unless
+  kept (``boot`` sweeps ``tcw-task-*`` leftovers of a crash);
+- commands run one after another with cwd = task dir, the given env exactly (no shell), stdin from
+  ``/dev/null``, each in its own session, stopping at the first that fails or cannot start;
+- stdout and stderr share one pipe (so they interleave as written); the event loop moves the bytes
+  into the task log with ``splice(2)`` in chunks of up to 1 MiB (:meth:`TaskLog.copy_from`);
+- every process lives in a :mod:`per-run process tree <tcworker.engines.proctree>` (cgroup v2).
+  When a command's main process exits, its output gets ``output_drain_s`` to reach end of file
+  (a background child holding stdout cannot hold the run), then the whole tree is SIGKILLed and
+  waited for. Abort and ``maxRunTime``: SIGTERM to the tree, ``kill_grace_period_s``, SIGKILL.
+
+What does not live here: building the env (the task runner), payload parsing, artifacts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from tcworker.config import WorkerConfig
+from tcworker.engines.base import Engine, ExitResult, Sandbox, SandboxSpec
+from tcworker.engines.outcome import CommandOutcome, exit_block
+from tcworker.engines.pipecopy import PipeCopier
+from tcworker.engines.proctree import (
+    CgroupTree,
+    ProcessTree,
+    SessionTree,
+    cgroup_prefix,
+    find_cgroup_base,
+    sweep_cgroups,
+)
+from tcworker.errors import ConfigError
+from tcworker.logs import TaskLog
+
+logger = logging.getLogger(__name__)
+
+TASK_DIR_PREFIX = "tcw-task-"
+_TRACK_INTERVAL_S = 0.2
+
+
+class NativeEngine(Engine):
+    """Runs commands as processes on the host.
+
+    Args:
+        config: uses ``tasks_dir``, ``kill_grace_period_s``, ``output_drain_s``.
+        use_cgroup: True requires a usable cgroup v2 (boot raises otherwise), False forces the
+            session-based fallback, None (default) picks cgroup v2 when usable.
+    """
+
+    name = "native"
+
+    def __init__(self, config: WorkerConfig, *, use_cgroup: bool | None = None) -> None:
+        self.config = config
+        self.tasks_dir = Path(config.tasks_dir).absolute()
+        self._use_cgroup = use_cgroup
+        self._cgroup_base: Path | None = None
+        self._booted = False
+
+    @property
+    def uses_cgroup(self) -> bool:
+        """True when runs get a cgroup v2 (known after :meth:`boot`)."""
+        return self._cgroup_base is not None
+
+    async def boot(self) -> None:
+        """Create ``tasks_dir``, find cgroup v2 support, sweep ``tcw-task-*`` dirs and cgroups.
+
+        Raises:
+            ConfigError: ``use_cgroup=True`` but no usable cgroup v2; ``tasks_dir`` not creatable.
+        """
+        try:
+            self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"tasksDir {self.tasks_dir}: {err.strerror}") from None
+        if self._use_cgroup is not False:
+            self._cgroup_base = await asyncio.to_thread(find_cgroup_base)
+            if self._cgroup_base is None and self._use_cgroup:
+                raise ConfigError("native engine: no writable cgroup v2 with cgroup.kill")
+        if self._cgroup_base is None:
+            logger.warning("native engine: no cgroup v2; processes that leave the session may survive")
+        else:
+            swept = await sweep_cgroups(self._cgroup_base, cgroup_prefix(self.tasks_dir))
+            if swept:
+                logger.info("native engine: removed leftover cgroups %s", swept)
+        for leftover in sorted(self.tasks_dir.glob(TASK_DIR_PREFIX + "*")):
+            logger.info("native engine: removing leftover task directory %s", leftover)
+            await asyncio.to_thread(shutil.rmtree, leftover, ignore_errors=True)
+        self._booted = True
+
+    async def create_sandbox(self, task_id: str, run_id: int, log: TaskLog) -> NativeSandbox:
+        """A fresh task directory and process tree for one run (boots the engine if needed)."""
+        if not self._booted:
+            await self.boot()
+        safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:22]
+        task_dir = Path(tempfile.mkdtemp(prefix=f"{TASK_DIR_PREFIX}{safe_id}-{run_id}-", dir=self.tasks_dir))
+        try:
+            tree: ProcessTree
+            if self._cgroup_base is not None:
+                tree = CgroupTree(self._cgroup_base / (cgroup_prefix(self.tasks_dir) + task_dir.name))
+            else:
+                tree = SessionTree()
+        except OSError:
+            shutil.rmtree(task_dir, ignore_errors=True)
+            raise
+        return NativeSandbox(task_dir, log, tree, self.config)
+
+
+class NativeSandbox(Sandbox):
+    """One run of the native engine. Built by :meth:`NativeEngine.create_sandbox`."""
+
+    def __init__(self, task_dir: Path, log: TaskLog, tree: ProcessTree, config: WorkerConfig) -> None:
+        self.task_dir = task_dir
+        self.log = log
+        self._tree = tree
+        self._grace_s = config.kill_grace_period_s
+        self._drain_s = config.output_drain_s
+        self._abort_reason: str | None = None
+        self._abort_requested = asyncio.Event()
+        self._stopped = asyncio.Event()  # set when no command runs any more
+        self._stopped.set()
+        self._ran = False
+        self._disposed = False
+
+    # ------------------------------------------------------------------ interface
+    async def run(self, spec: SandboxSpec) -> ExitResult:
+        if self._ran or self._disposed:
+            raise RuntimeError("NativeSandbox.run() may be called once, before dispose()")
+        self._ran = True
+        started = time.monotonic()
+        deadline = started + spec.max_run_time_s if spec.max_run_time_s else None
+        outcome = CommandOutcome(index=None)
+        self._stopped.clear()
+        try:
+            for index, argv in enumerate(spec.commands):
+                if self._abort_reason is not None:
+                    self.log.warn(f"Not running command {index}: aborted ({self._abort_reason})")
+                    outcome = CommandOutcome(index=index, aborted=True)
+                    break
+                outcome = await self._run_command(index, argv, spec.env, deadline)
+                if not outcome.succeeded:
+                    break
+        finally:
+            self._stopped.set()
+        return outcome.result(aborted=self._abort_reason is not None, duration_s=time.monotonic() - started)
+
+    async def abort(self, reason: str) -> None:
+        if self._abort_reason is None:
+            self._abort_reason = reason
+            self._abort_requested.set()
+        await self._stopped.wait()
+
+    async def artifact_root(self) -> Path:
+        return self.task_dir
+
+    async def dispose(self, keep: bool = False) -> None:
+        if self._disposed:
+            return
+        self._disposed = True
+        self._abort_reason = self._abort_reason or "sandbox disposed"
+        self._abort_requested.set()
+        await self._stopped.wait()
+        await self._tree.close()
+        if not keep:
+            await asyncio.to_thread(shutil.rmtree, self.task_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ one command
+    async def _run_command(
+        self, index: int, argv: tuple[str, ...], env: Mapping[str, str], deadline: float | None
+    ) -> CommandOutcome:
+        self.log.info(f"Executing command {index}: {shlex.join(argv)}")
+        started = time.monotonic()
+        cpu_before = self._tree.cpu_times()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                cwd=self.task_dir,
+                env=dict(env),
+                start_new_session=True,
+                preexec_fn=self._tree.preexec(),
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as err:
+            os.close(read_fd)
+            message = _start_error(argv, err)
+            self.log.error(f"Could not start command {index}: {message}")
+            outcome = CommandOutcome(index=index, start_error=message, duration_s=time.monotonic() - started)
+            self.log.info(exit_block(outcome))
+            return outcome
+        finally:
+            os.close(write_fd)
+        self._tree.started(proc.pid)
+        copier = PipeCopier(read_fd, self.log)
+        try:
+            ended_by = await self._wait(proc, deadline)
+            await self._stop_tree(proc, copier, ended_by)
+        except BaseException:
+            self._tree.kill_all()  # at once, even if the shielded wait below is cancelled again
+            await asyncio.shield(self._reap(proc, copier))
+            raise
+        finally:
+            copier.close()
+        outcome = CommandOutcome.from_process(
+            index, proc.returncode, ended_by, time.monotonic() - started, _cpu_delta(cpu_before, self._tree.cpu_times())
+        )
+        self.log.info(exit_block(outcome))
+        if copier.error is not None:
+            raise copier.error
+        return outcome
+
+    async def _wait(self, proc: asyncio.subprocess.Process, deadline: float | None) -> str:
+        """Wait for the main process to exit, an abort, or the deadline: "exit"|"abort"|"timeout"."""
+        exited = asyncio.ensure_future(proc.wait())
+        aborted = asyncio.ensure_future(self._abort_requested.wait())
+        try:
+            while True:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if self._tree.needs_tracking:
+                    timeout = _TRACK_INTERVAL_S if timeout is None else min(timeout, _TRACK_INTERVAL_S)
+                await asyncio.wait({exited, aborted}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if exited.done():
+                    return "exit"
+                if aborted.done():
+                    return "abort"
+                if deadline is not None and time.monotonic() >= deadline:
+                    return "timeout"
+                self._tree.track()
+        finally:
+            exited.cancel()
+            aborted.cancel()
+
+    async def _stop_tree(self, proc: asyncio.subprocess.Process, copier: PipeCopier, ended_by: str) -> None:
+        """Bring the tree down: drain then SIGKILL after a normal exit; TERM, grace, KILL otherwise."""
+        if ended_by == "exit":
+            if not await copier.wait_eof(self._drain_s):
+                self.log.warn(
+                    f"output still open {self._drain_s:g}s after the command exited: "
+                    "killing its remaining processes"
+                )
+        else:
+            why = "max run time exceeded" if ended_by == "timeout" else self._abort_reason
+            self.log.warn(f"Aborting command: {why}; SIGTERM to all its processes, SIGKILL after {self._grace_s:g}s")
+            self._tree.signal_all(signal.SIGTERM)
+            if not await self._tree.wait_empty(self._grace_s):
+                self.log.warn(f"processes still running after {self._grace_s:g}s: SIGKILL")
+        await self._reap(proc, copier)
+
+    async def _reap(self, proc: asyncio.subprocess.Process, copier: PipeCopier) -> None:
+        """SIGKILL whatever is left, wait for the tree and the main process, take the last output."""
+        await self._tree.kill_and_wait()
+        await proc.wait()
+        await copier.wait_eof(1.0)  # writers are dead: only what is still in the pipe is left
+
+
+def _start_error(argv: tuple[str, ...], err: BaseException) -> str:
+    if isinstance(err, OSError):
+        return f"{argv[0]}: {err.strerror or err}"
+    return f"{argv[0]}: {err}"
+
+
+def _cpu_delta(
+    before: tuple[float, float] | None, after: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    if before is None or after is None:
+        return None
+    return after[0] - before[0], after[1] - before[1]
