@@ -1,0 +1,1 @@
+"""Queue side of tcworker: clients, reclaiming, cancellation watchers, artifact uploads."""
