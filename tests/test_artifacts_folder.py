@@ -119,3 +119,12 @@ def test_rewriting_a_folder_replaces_files_and_s3_storage_type_is_recorded(tmp_p
     assert (dest / "public/h.log").read_bytes() == b"second run\n"
     assert manifest["artifacts"][0]["storageType"] == "s3"
     assert [p.name for p in (dest / "public").iterdir()] == ["h.log"]  # no temp files left
+
+
+def test_error_artifact_removes_a_stale_file_from_an_earlier_run(tmp_path: Path) -> None:
+    dest = tmp_path / "d"
+    (dest / "public").mkdir(parents=True)
+    (dest / "public/result.txt").write_text("from the previous run")
+    err = ErrorArtifact("public/result.txt", "file-missing-on-worker", "gone", EXPIRES, True)
+    write_to_folder([err], dest)
+    assert not (dest / "public/result.txt").exists()

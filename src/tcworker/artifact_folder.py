@@ -71,6 +71,7 @@ def write_to_folder(
     for artifact in artifacts:
         if isinstance(artifact, ErrorArtifact):
             entries[artifact.name] = _error_entry(artifact.name, artifact.reason, artifact.message)
+            _remove_stale(real_out, artifact.name)
             continue
         entry = _write_data(artifact, real_out, storage_type)
         entries[artifact.name] = entry
@@ -102,6 +103,16 @@ def destination(out_dir: str, name: str) -> Path:
     if parent != out_dir and not parent.startswith(out_dir.rstrip(os.sep) + os.sep):
         raise ValueError(f"artifact name {name!r} resolves outside {out_dir}")
     return dest
+
+
+def _remove_stale(out_dir: str, name: str) -> None:
+    """Remove a file an earlier run left under an error artifact's name (it would mislead)."""
+    try:
+        dest = destination(out_dir, name)
+    except ValueError:
+        return
+    if dest.is_file() and not dest.is_symlink():
+        dest.unlink()
 
 
 def _error_entry(name: str, reason: str, message: str) -> dict[str, Any]:
