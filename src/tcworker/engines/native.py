@@ -19,6 +19,7 @@ What does not live here: building the env (the task runner), payload parsing, ar
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import re
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 TASK_DIR_PREFIX = "tcw-task-"
 _TRACK_INTERVAL_S = 0.2
+#: Capacity asked for the output pipe (the default ``/proc/sys/fs/pipe-max-size``).
+PIPE_BYTES = 1024 * 1024
 
 
 class NativeEngine(Engine):
@@ -78,9 +81,13 @@ class NativeEngine(Engine):
     async def boot(self) -> None:
         """Create ``tasks_dir``, find cgroup v2 support, sweep ``tcw-task-*`` dirs and cgroups.
 
+        Runs once: later calls return at once (a second sweep would hit this engine's own runs).
+
         Raises:
             ConfigError: ``use_cgroup=True`` but no usable cgroup v2; ``tasks_dir`` not creatable.
         """
+        if self._booted:
+            return
         try:
             self.tasks_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -149,6 +156,10 @@ class NativeSandbox(Sandbox):
                     self.log.warn(f"Not running command {index}: aborted ({self._abort_reason})")
                     outcome = CommandOutcome(index=index, aborted=True)
                     break
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.log.warn(f"Not running command {index}: max run time exceeded")
+                    outcome = CommandOutcome(index=index, timed_out=True)
+                    break
                 outcome = await self._run_command(index, argv, spec.env, deadline)
                 if not outcome.succeeded:
                     break
@@ -184,14 +195,15 @@ class NativeSandbox(Sandbox):
         started = time.monotonic()
         cpu_before = self._tree.cpu_times()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        _widen_pipe(write_fd)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *(_utf8(arg) for arg in argv),
                 stdin=subprocess.DEVNULL,
                 stdout=write_fd,
                 stderr=write_fd,
                 cwd=self.task_dir,
-                env=dict(env),
+                env={_utf8(name): _utf8(value) for name, value in env.items()},
                 start_new_session=True,
                 preexec_fn=self._tree.preexec(),
             )
@@ -265,6 +277,19 @@ class NativeSandbox(Sandbox):
         await self._tree.kill_and_wait()
         await proc.wait()
         await copier.wait_eof(1.0)  # writers are dead: only what is still in the pipe is left
+
+
+def _widen_pipe(fd: int) -> None:
+    """Grow the pipe to 1 MiB (fewer wake-ups for chatty tasks); keep the default if refused."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError as err:
+        logger.debug("cannot grow output pipe to %d bytes: %s", PIPE_BYTES, err)
+
+
+def _utf8(text: str) -> bytes:
+    """Bytes for argv and env: UTF-8 whatever the worker's locale (byte-exact, no shell)."""
+    return text.encode("utf-8", errors="surrogateescape")
 
 
 def _start_error(argv: tuple[str, ...], err: BaseException) -> str:
