@@ -40,7 +40,7 @@ class DockerConfig(BaseModel):
 
     allow_privileged: bool = Field(False, alias="allowPrivileged")
     allow_ptrace: bool = Field(True, alias="allowPtrace")
-    allowed_devices: tuple[str, ...] = Field((), alias="allowedDevices")
+    allowed_devices: tuple[str, ...] = Field((), alias="allowedDevices", strict=False)
 
 
 class WorkerConfig(BaseModel):
@@ -96,10 +96,10 @@ class WorkerConfig(BaseModel):
     enable_resource_monitor: bool = Field(True, alias="enableResourceMonitor")
     enable_taskcluster_proxy: bool = Field(True, alias="enableTaskclusterProxy")
     create_object_artifacts: bool = Field(True, alias="createObjectArtifacts")
-    allowed_os_groups: tuple[str, ...] = Field((), alias="allowedOsGroups")
+    allowed_os_groups: tuple[str, ...] = Field((), alias="allowedOsGroups", strict=False)
 
     # -- tcworker's own keys
-    engines: tuple[Literal["native", "docker"], ...] = Field(("native", "docker"), alias="engines")
+    engines: tuple[Literal["native", "docker"], ...] = Field(("native", "docker"), alias="engines", strict=False)
     docker_config: DockerConfig = Field(default_factory=DockerConfig, alias="dockerConfig")
     live_log_port: int = Field(0, ge=0, le=65535, alias="liveLogPort")
     live_log_public_url: str = Field("", alias="liveLogPublicURL")
@@ -182,9 +182,6 @@ class WorkerConfig(BaseModel):
             prov, _, wtype = data["workerPoolId"].partition("/")
             data.setdefault("provisionerId", prov)
             data.setdefault("workerType", wtype)
-        for key in ("engines", "allowedOsGroups"):
-            if isinstance(data.get(key), list):
-                data[key] = tuple(data[key])
         try:
             return cls.model_validate(data)
         except pydantic.ValidationError as err:

@@ -119,7 +119,7 @@ async def _until(predicate, run: FakeRun) -> None:
 async def test_given_transient_failures_beyond_retries_then_reclaims_continue():
     # FM-20 in miniature: six 500s in a row, then success; the claim never lapses.
     gone: list = []
-    run = FakeRun(1.0, [_err(500)] * 6 + ["ok", "ok"])
+    run = FakeRun(3.0, [_err(500)] * 6 + ["ok", "ok"])
     reclaimer = Reclaimer(run, lambda *a: gone.append(a), margin_s=180, retry_base_s=0.005)
     reclaimer.start()
     await _until(lambda: reclaimer.reclaims >= 2 or gone, run)

@@ -1,0 +1,155 @@
+"""``tcworker exec``: run one task definition locally, exactly as the worker would, no queue.
+
+The run goes through the same :class:`~tcworker.taskrun.TaskRun` as the daemon; only the outlet
+differs: :class:`FolderOutlet` writes artifacts and the log into a folder (``--out``) instead of
+uploading them, and prints the resolution instead of reporting it.
+
+What does not live here: argument parsing (:mod:`tcworker.cli`), the run itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from tcworker.config import WorkerConfig
+from tcworker.errors import MalformedPayload
+from tcworker.outlet import LogNames, RunOutlet
+from tcworker.resolution import Resolution
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    """Options of ``tcworker exec`` (see ``tcworker exec --help``)."""
+
+    task_file: Path
+    out_dir: Path | None = None
+    engine: str | None = None
+    task_id: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    keep_task_dir: bool = False
+
+
+class FolderOutlet(RunOutlet):
+    """Writes a run's artifacts and log into ``out_dir``; remembers the resolution."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.artifacts: list = []
+        self.resolution: Resolution | None = None
+        self.manifest: list[dict] = []
+
+    async def publish_artifacts(self, artifacts: Sequence[object]) -> None:
+        self.artifacts = list(artifacts)
+
+    async def publish_log(self, path: Path, names: LogNames, expires: datetime) -> None:
+        from tcworker.artifacts import DataArtifact, write_to_folder
+
+        backing = DataArtifact(
+            name=names.backing,
+            path=path,
+            size_bytes=path.stat().st_size,
+            content_type="text/plain; charset=utf-8",
+            content_encoding="gzip",
+            expires=expires,
+        )
+        manifest = await asyncio.to_thread(
+            write_to_folder, [*self.artifacts, backing], self.out_dir, links={names.live: names.backing}
+        )
+        self.manifest = manifest["artifacts"]
+
+    async def report(self, resolution: Resolution) -> None:
+        self.resolution = resolution
+
+
+def exec_task(options: ExecOptions, config: WorkerConfig) -> int:
+    """Run ``options.task_file`` and return the exit status (0 completed, 1 failed, 2 exception)."""
+    try:
+        task_id, task = load_task_file(options.task_file, task_id=options.task_id)
+    except MalformedPayload as err:
+        print(f"tcworker exec: {err}", file=sys.stderr)
+        return 2
+    if options.env:
+        task["payload"].setdefault("env", {})
+        if isinstance(task["payload"]["env"], dict):
+            task["payload"]["env"].update(options.env)
+    if options.engine == "native" and "image" in task["payload"]:
+        print("tcworker exec: --engine native given for a docker-worker payload (it has 'image')", file=sys.stderr)
+        return 2
+    out_dir = options.out_dir or Path("tcworker-out") / task_id
+    return asyncio.run(_exec(task, task_id, out_dir, options, config))
+
+
+async def _exec(task: dict, task_id: str, out_dir: Path, options: ExecOptions, config: WorkerConfig) -> int:
+    from tcworker.engines.registry import make_engines
+    from tcworker.taskrun import TaskRun
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engines = make_engines(config, only=options.engine)
+    outlet = FolderOutlet(out_dir)
+    with tempfile.TemporaryDirectory(prefix="tcworker-exec-") as scratch:
+        run = TaskRun(
+            task=task,
+            task_id=task_id,
+            run_id=0,
+            config=config,
+            engines=engines,
+            outlet=outlet,
+            log_path=Path(scratch) / "live_backing.log",
+            echo=sys.stdout.buffer,
+            keep_task_dir=options.keep_task_dir,
+        )
+        resolution = await run.execute()
+    _print_summary(resolution, outlet, out_dir)
+    return resolution.exit_code
+
+
+def load_task_file(path: Path, *, task_id: str | None = None) -> tuple[str, dict]:
+    """Read a YAML/JSON task definition (or a bare payload) and fill in the missing fields.
+
+    Returns:
+        ``(taskId, task definition)``; the id is ``task_id``, else the file's ``taskId``, else a
+        new slugid.
+
+    Raises:
+        MalformedPayload: the file cannot be read or parsed, or is not a mapping.
+    """
+    import slugid
+    import yaml
+
+    from tcworker.payloads.taskdef import complete_task_definition
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise MalformedPayload(f"cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise MalformedPayload(f"cannot parse {path}: {err}") from None
+    if not isinstance(raw, dict):
+        raise MalformedPayload(f"{path}: expected a mapping (a task definition or a payload)")
+    if "payload" not in raw:
+        raw = {"payload": raw}
+    task_id = task_id or raw.pop("taskId", None) or slugid.nice()
+    raw.pop("runId", None)
+    return task_id, complete_task_definition(raw, task_id=task_id)
+
+
+def _print_summary(resolution: Resolution, outlet: FolderOutlet, out_dir: Path) -> None:
+    sys.stdout.flush()
+    state = resolution.state or "unresolved"
+    reason = f" ({resolution.reason})" if resolution.state == "exception" else ""
+    lines = [f"", f"tcworker exec: {state}{reason}"]
+    if resolution.message and resolution.state != "completed":
+        lines.append(f"  {resolution.message}")
+    data = [a for a in outlet.manifest if a.get("storageType") != "error"]
+    errors = [a for a in outlet.manifest if a.get("storageType") == "error"]
+    lines.append(f"  artifacts: {len(data)} written to {out_dir}{os.sep}")
+    for entry in errors:
+        lines.append(f"  error artifact {entry['name']}: {entry.get('reason')}: {entry.get('message')}")
+    print("\n".join(lines), file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Plugins: features that hook into every run (see :mod:`tcworker.plugins.base`)."""

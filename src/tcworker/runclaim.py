@@ -1,0 +1,168 @@
+"""One claimed run in the daemon: :class:`ClaimedRun` ties a claim to a :class:`TaskRun`, and
+:class:`QueueOutlet` carries the run's artifacts, log and resolution to the queue.
+
+Per claim: a :class:`~tcworker.queue.client.RunQueue` (task credentials, replaced at each
+reclaim), :class:`~tcworker.queue.cancellation.RunWatchers` (reclaimer + status poller, whichever
+notices first that the run is gone aborts the task as resolved elsewhere), and an
+:class:`~tcworker.queue.upload.ArtifactUploader`. The watchers stop before the report call, so
+no reclaim races the resolution (FM-11).
+
+What does not live here: the claim loop (:mod:`tcworker.worker`), the stages of a run
+(:mod:`tcworker.taskrun`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from tcworker.errors import QueueError, ResourceUnavailable, RunResolvedElsewhere, TaskFailed, WorkerError
+from tcworker.outlet import LogNames, RunOutlet
+from tcworker.resolution import Resolution
+
+if TYPE_CHECKING:
+    from tcworker.queue.client import Claim, RunQueue
+    from tcworker.worker import Worker
+
+log = logging.getLogger("tcworker.run")
+
+REPORT_RETRY_S = (0.5, 1, 2, 4, 8, 15, 30)
+
+
+class QueueOutlet(RunOutlet):
+    """Uploads to and reports through the queue for one run.
+
+    Args:
+        run_queue: the run's queue access (current task credentials).
+        watchers: its reclaimer and status poller; stopped before the report call.
+        uploader: the run's :class:`~tcworker.queue.upload.ArtifactUploader`.
+    """
+
+    def __init__(self, run_queue: "RunQueue", watchers, uploader) -> None:
+        self.run_queue = run_queue
+        self.watchers = watchers
+        self.uploader = uploader
+        self.results: list = []
+
+    async def publish_artifacts(self, artifacts: Sequence[object]) -> None:
+        """Upload; raises ``TaskFailed`` when a required file vanished before its upload (FM-02)."""
+        results = await self.uploader.upload_all(artifacts)
+        self.results.extend(results)
+        self._check_resolved()
+        vanished = [r.name for r in results if r.fails_task and r.status == "replaced-by-error"]
+        if vanished:
+            raise TaskFailed("required artifact(s) vanished before upload: " + ", ".join(vanished))
+
+    async def publish_log(self, path: Path, names: LogNames, expires: datetime) -> None:
+        from tcworker.artifacts import DataArtifact, LinkArtifact
+
+        backing = DataArtifact(
+            name=names.backing,
+            path=path,
+            size_bytes=path.stat().st_size,
+            content_type="text/plain; charset=utf-8",
+            content_encoding="gzip",
+            expires=expires,
+        )
+        link = LinkArtifact(name=names.live, target=names.backing, expires=expires,
+                            content_type="text/plain; charset=utf-8")
+        self.results.extend(await self.uploader.upload_all([backing, link]))
+        self._check_resolved()
+
+    def _check_resolved(self) -> None:
+        if self.uploader.run_resolved:
+            raise RunResolvedElsewhere("the queue refused an upload: the run is no longer running")
+
+    async def report(self, resolution: Resolution) -> None:
+        """Stop the watchers, then report; transient failures are retried until ``takenUntil``."""
+        await self.watchers.stop()
+        gone = self.watchers.watch.cancellation
+        if gone is not None:
+            raise RunResolvedElsewhere(f"{gone.reason}: {gone.message}")
+        call = {
+            "completed": self.run_queue.report_completed,
+            "failed": self.run_queue.report_failed,
+        }.get(resolution.state)
+        for attempt, delay in enumerate((*REPORT_RETRY_S, None)):
+            try:
+                if call is not None:
+                    await call()
+                elif resolution.state == "exception":
+                    await self.run_queue.report_exception(resolution.reason)
+                return
+            except QueueError as err:
+                if not getattr(err, "transient", False) or delay is None or self.run_queue.seconds_left() < delay:
+                    log.error("run %s/%s: %s failed: %s", self.run_queue.task_id, self.run_queue.run_id,
+                              resolution.report_call, err)
+                    raise ResourceUnavailable(f"{resolution.report_call} failed: {err}") from err
+                log.warning("run %s/%s: %s failed (%s), retrying in %ss", self.run_queue.task_id,
+                            self.run_queue.run_id, resolution.report_call, err, delay)
+                await asyncio.sleep(delay)
+
+
+class ClaimedRun:
+    """One claim being worked on: the :class:`TaskRun` plus its queue side.
+
+    Args:
+        claim: from ``claimWork``.
+        worker: the :class:`~tcworker.worker.Worker` (config, engines, plugins, queue).
+    """
+
+    def __init__(self, claim: "Claim", *, worker: "Worker") -> None:
+        self.claim = claim
+        self.worker = worker
+        self.task_id = claim.task_id
+        self.run_id = claim.run_id
+        self.taskrun = None
+
+    def abort(self, error: WorkerError) -> None:
+        """Abort the run (worker shutdown); a no-op before the run object exists."""
+        if self.taskrun is not None:
+            self.taskrun.abort(error)
+
+    async def execute(self) -> Resolution:
+        from tcworker.queue.cancellation import RunWatchers
+        from tcworker.queue.upload import ArtifactUploader
+        from tcworker.taskrun import TaskRun
+
+        config = self.worker.config
+        run_queue = self.worker.queue.run_queue(self.claim)
+        watchers = RunWatchers(run_queue, margin_s=config.reclaim_margin_s,
+                               poll_interval_s=config.status_poll_interval_s)
+        log_dir = Path(tempfile.mkdtemp(prefix="tcworker-log-"))
+        try:
+            self.taskrun = TaskRun(
+                task=self.claim.task, task_id=self.task_id, run_id=self.run_id, config=config,
+                engines=self.worker.engines, plugins=self.worker.plugins,
+                outlet=None, log_path=log_dir / "live_backing.log",
+            )
+            uploader = ArtifactUploader.for_run(run_queue, config, warn=self._task_log_warn)
+            self.taskrun.outlet = QueueOutlet(run_queue, watchers, uploader)
+            log.info("claimed %s/%s", self.task_id, self.run_id)
+            watchers.start()
+            cancel_watch = asyncio.create_task(self._abort_when_gone(watchers))
+            try:
+                return await self.taskrun.execute()
+            finally:
+                cancel_watch.cancel()
+                await watchers.stop()
+        finally:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+    async def _abort_when_gone(self, watchers) -> None:
+        gone = await watchers.watch.wait()
+        log.info("run %s/%s is gone (%s, seen by %s): aborting", self.task_id, self.run_id,
+                 gone.reason, gone.source)
+        self.taskrun.abort(RunResolvedElsewhere(f"run resolved elsewhere: {gone.reason} {gone.message}".strip()))
+
+    def _task_log_warn(self, message: str) -> None:
+        taskrun = self.taskrun
+        if taskrun is not None and not taskrun.log.closed:
+            taskrun.log.warn(message)
+        else:
+            log.warning("run %s/%s: %s", self.task_id, self.run_id, message)

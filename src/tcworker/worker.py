@@ -1,0 +1,275 @@
+"""The worker daemon: :class:`Worker`, its life cycle and its claim loop; :func:`run_worker`.
+
+``booting → working → draining → stopped``
+
+- booting: check the config, create the task directory, boot every engine (which sweeps what a
+  crashed worker left behind: task directories and processes carrying tcworker's prefix).
+- working: claim while ``running < capacity`` and free disk allows, with claimWork's long poll (no
+  sleep loop); back off with jitter when claimWork fails.
+- draining: stop claiming; let running tasks finish within the grace period, then abort what is
+  left as ``exception/worker-shutdown`` and upload their logs best-effort. A second signal aborts
+  at once.
+- stopped: the exit code says why (generic-worker's codes, ``peer-workers.md`` section 2.5).
+
+What does not live here: one run's stages (:mod:`tcworker.taskrun`), queue calls, reclaiming and
+cancellation (:mod:`tcworker.queue`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from tcworker.config import WorkerConfig
+from tcworker.errors import ConfigError, QueueError, RunResolvedElsewhere, WorkerShutdown
+
+log = logging.getLogger("tcworker.worker")
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, as generic-worker's ``usage.go``."""
+
+    TASKS_COMPLETE = 0
+    CANNOT_LOAD_CONFIG = 64
+    IDLE_TIMEOUT = 68
+    INTERNAL_ERROR = 69
+    SIGINT = 71
+    WORKER_SHUTDOWN = 72
+    INVALID_CONFIG = 73
+
+
+class State(enum.Enum):
+    BOOTING = "booting"
+    WORKING = "working"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class Worker:
+    """Claims tasks from the queue and runs up to ``config.capacity`` of them at once.
+
+    Args:
+        config: the worker config (``require_for_run`` is checked at boot).
+        engines: engines by name; default from :func:`tcworker.engines.registry.make_engines`.
+        plugins: worker plugins in configured order.
+    """
+
+    def __init__(self, config: WorkerConfig, *, engines=None, plugins=()) -> None:
+        self.config = config
+        self.engines = engines
+        self.plugins = list(plugins)
+        self.state = State.BOOTING
+        self.exit_code = ExitCode.TASKS_COMPLETE
+        self.runs: dict[asyncio.Task, object] = {}
+        self.claimed_count = 0
+        self.resolved_count = 0
+        self._slot_freed = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._abort_now = asyncio.Event()
+        self._claim_task: asyncio.Task | None = None
+        self._last_busy = time.monotonic()
+        self.queue = None  # tcworker.queue.client.WorkerQueue once working
+
+    # ------------------------------------------------------------------ control
+    def request_stop(self, why: str, exit_code: ExitCode = ExitCode.WORKER_SHUTDOWN) -> None:
+        """Start draining (first call), or abort running tasks at once (second call)."""
+        if self._stop_requested.is_set():
+            log.warning("%s again: aborting running tasks now", why)
+            self._abort_now.set()
+            return
+        log.info("%s: draining (no more claims)", why)
+        self.exit_code = exit_code
+        self._stop_requested.set()
+        if self._claim_task is not None:
+            self._claim_task.cancel()
+
+    # ------------------------------------------------------------------ life cycle
+    async def run(self) -> int:
+        """Boot, work until told to stop (or a limit is reached), drain, and return the exit code."""
+        from tcworker.queue.client import ClientFactory, WorkerQueue
+
+        await self._boot()
+        async with ClientFactory.open(self.config.root_url) as clients:
+            self.queue = WorkerQueue.from_config(clients, self.config)
+            self.state = State.WORKING
+            self._claim_task = asyncio.create_task(self._claim_loop(), name="claim-loop")
+            try:
+                await self._claim_task
+            except asyncio.CancelledError:
+                if not self._stop_requested.is_set():
+                    raise
+            self.state = State.DRAINING
+            await self._drain()
+        self.state = State.STOPPED
+        log.info("stopped: %d task(s) claimed, exit code %d", self.claimed_count, self.exit_code)
+        return int(self.exit_code)
+
+    async def _boot(self) -> None:
+        self.config.require_for_run()
+        Path(self.config.tasks_dir).mkdir(parents=True, exist_ok=True)
+        if self.engines is None:
+            from tcworker.engines.registry import make_engines
+
+            self.engines = make_engines(self.config)
+        for name, engine in self.engines.items():
+            await engine.boot()
+            log.info("engine %s ready", name)
+        for plugin in self.plugins:
+            await plugin.boot()
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self._stop_requested.is_set():
+            if self._limit_reached():
+                log.info("numberOfTasksToRun (%d) claimed: no more claims", self.config.number_of_tasks_to_run)
+                self.request_stop("task limit reached", ExitCode.TASKS_COMPLETE)
+                return
+            free = self.config.capacity - len(self.runs)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            if self._idle_timed_out():
+                self.request_stop(f"idle for {self.config.idle_timeout_secs}s", ExitCode.IDLE_TIMEOUT)
+                return
+            if not self._disk_ok():
+                await self._pause(10.0)
+                continue
+            want = free
+            if self.config.number_of_tasks_to_run:
+                want = min(want, self.config.number_of_tasks_to_run - self.claimed_count)
+            try:
+                claims = await self.queue.claim_work(min(want, 32))
+            except QueueError as err:
+                failures += 1
+                delay = min(60.0, 0.5 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
+                log.warning("claimWork failed (%s); retrying in %.1fs", err, delay)
+                await self._pause(delay)
+                continue
+            failures = 0
+            for claim in claims:
+                self._start_run(claim)
+            if not claims and not self.runs:
+                log.debug("no task claimed; idle for %.0fs", time.monotonic() - self._last_busy)
+
+    def _limit_reached(self) -> bool:
+        limit = self.config.number_of_tasks_to_run
+        return bool(limit) and self.claimed_count >= limit
+
+    def _idle_timed_out(self) -> bool:
+        idle = self.config.idle_timeout_secs
+        return bool(idle) and not self.runs and time.monotonic() - self._last_busy >= idle
+
+    def _disk_ok(self) -> bool:
+        free_mb = shutil.disk_usage(self.config.tasks_dir).free // (1024 * 1024)
+        if free_mb >= self.config.required_disk_space_megabytes:
+            return True
+        log.warning(
+            "not claiming: %d MB free under %s, requiredDiskSpaceMegabytes is %d",
+            free_mb, self.config.tasks_dir, self.config.required_disk_space_megabytes,
+        )
+        return False
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop_requested.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    # ------------------------------------------------------------------ runs
+    def _start_run(self, claim) -> None:
+        from tcworker.runclaim import ClaimedRun
+
+        self.claimed_count += 1
+        run = ClaimedRun(claim, worker=self)
+        task = asyncio.create_task(self._run_guarded(run), name=f"run {claim.task_id}/{claim.run_id}")
+        self.runs[task] = run
+        self._last_busy = time.monotonic()
+
+    async def _run_guarded(self, run) -> None:
+        started = time.monotonic()
+        try:
+            resolution = await run.execute()
+            log.info(
+                "run %s/%s resolved %s%s in %.2fs",
+                run.task_id, run.run_id, resolution.state or "elsewhere",
+                f"/{resolution.reason}" if resolution.state == "exception" else "",
+                time.monotonic() - started,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a run's top level turns everything into a resolution; this is a bug
+            log.exception("run %s/%s crashed", run.task_id, run.run_id)
+        finally:
+            self.runs.pop(asyncio.current_task(), None)
+            self.resolved_count += 1
+            self._last_busy = time.monotonic()
+            self._slot_freed.set()
+
+    async def _drain(self) -> None:
+        if not self.runs:
+            return
+        log.info("waiting for %d running task(s)", len(self.runs))
+        if self.exit_code in (ExitCode.TASKS_COMPLETE, ExitCode.IDLE_TIMEOUT):
+            await self._wait_runs(None)  # a limit was reached: nothing is in a hurry
+        else:
+            await self._wait_runs(self.config.shutdown_grace_period_s * 2 / 3)
+        if not self.runs:
+            return
+        for run in list(self.runs.values()):
+            run.abort(WorkerShutdown("worker is shutting down"))
+        # the last third of the grace period is for reporting and uploading the logs
+        _, pending = await asyncio.wait(list(self.runs), timeout=max(1.0, self.config.shutdown_grace_period_s / 3))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _wait_runs(self, timeout_s: float | None) -> None:
+        """Until every run ended, ``timeout_s`` passed, or a second signal asked to abort now."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        abort_now = asyncio.ensure_future(self._abort_now.wait())
+        try:
+            while self.runs and not abort_now.done():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                await asyncio.wait([*self.runs, abort_now], timeout=remaining,
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            abort_now.cancel()
+
+
+def run_worker(config: WorkerConfig, *, with_worker_runner: bool = False) -> int:
+    """``tcworker run``: run the worker until it stops; returns the process exit code."""
+    from tcworker.logsetup import setup_logging
+
+    setup_logging(config)
+    if with_worker_runner:
+        log.error("--with-worker-runner is not supported yet (worker-runner protocol: issue 11)")
+        return int(ExitCode.INVALID_CONFIG)
+    try:
+        config.require_for_run()
+    except ConfigError as err:
+        log.error("%s", err)
+        return int(ExitCode.INVALID_CONFIG)
+    return asyncio.run(_main(config))
+
+
+async def _main(config: WorkerConfig) -> int:
+    worker = Worker(config)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, worker.request_stop, "SIGTERM", ExitCode.WORKER_SHUTDOWN)
+    loop.add_signal_handler(signal.SIGINT, worker.request_stop, "SIGINT", ExitCode.SIGINT)
+    try:
+        return await worker.run()
+    except ConfigError as err:
+        log.error("%s", err)
+        return int(ExitCode.INVALID_CONFIG)
