@@ -91,7 +91,12 @@ async def _exec(task: dict, task_id: str, out_dir: Path, options: ExecOptions, c
     from tcworker.taskrun import TaskRun
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    from tcworker.plugins.registry import make_plugins
+
     engines = make_engines(config, only=options.engine)
+    plugins = make_plugins(config, mode="exec")
+    for plugin in plugins:
+        await plugin.boot()
     outlet = FolderOutlet(out_dir)
     with tempfile.TemporaryDirectory(prefix="tcworker-exec-") as scratch:
         run = TaskRun(
@@ -100,6 +105,7 @@ async def _exec(task: dict, task_id: str, out_dir: Path, options: ExecOptions, c
             run_id=0,
             config=config,
             engines=engines,
+            plugins=plugins,
             outlet=outlet,
             log_path=Path(scratch) / "live_backing.log",
             echo=sys.stdout.buffer,

@@ -121,6 +121,10 @@ class Worker:
         for name, engine in self.engines.items():
             await engine.boot()
             log.info("engine %s ready", name)
+        if not self.plugins:
+            from tcworker.plugins.registry import make_plugins
+
+            self.plugins = make_plugins(self.config, mode="run")
         for plugin in self.plugins:
             await plugin.boot()
 

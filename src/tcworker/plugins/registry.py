@@ -1,0 +1,20 @@
+"""Which plugins a worker (or ``tcworker exec``) runs, in order: :func:`make_plugins`.
+
+Order matters: ``prepare``, ``build_sandbox``, ``started`` and ``stopped`` run in this order,
+``finished`` and ``dispose`` in reverse (:mod:`tcworker.plugins.base`). Each plugin module is
+imported here, lazily, so a feature that is off costs nothing at start-up.
+"""
+
+from __future__ import annotations
+
+from tcworker.config import WorkerConfig
+from tcworker.plugins.base import Plugin
+
+
+def make_plugins(config: WorkerConfig, *, mode: str = "run") -> list[Plugin]:
+    """The plugins for ``config``; ``mode`` is ``"run"`` (daemon) or ``"exec"``.
+
+    Features register here as they land (live log, mounts and caches, proxy, chain of trust).
+    """
+    plugins: list[Plugin] = []
+    return plugins
