@@ -88,6 +88,8 @@ async def main() -> None:
             b, e, r = (statistics.median(x[0] for x in runs) for runs in (base, eng, read))
             cpu = statistics.median(x[1] for x in eng)
             print(f"| {label} | {b:.3f} | {e:.3f} | {e / b:.2f} | {r:.3f} | {r / b:.2f} | {cpu:.3f} |")
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"\nworker peak RSS over the whole bench: {peak_mib:.0f} MiB")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

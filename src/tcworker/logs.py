@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: Bytes per read when a reader replays or follows the file.
 FOLLOW_CHUNK_BYTES = 256 * 1024
+#: Seconds a caught-up reader waits after new data arrives, so it reads in batches.
+FOLLOW_COALESCE_S = 0.02
 #: Bytes moved per :meth:`TaskLog.copy_from` call by default.
 COPY_CHUNK_BYTES = 1024 * 1024
 
@@ -158,7 +160,8 @@ class TaskLog:
     async def follow(self, offset: int = 0) -> AsyncIterator[bytes]:
         """Yield the log's bytes from ``offset``, then new bytes as they come, until closed.
 
-        Chunks are at most :data:`FOLLOW_CHUNK_BYTES`; memory per reader is one chunk. A reader
+        Chunks are at most :data:`FOLLOW_CHUNK_BYTES`; memory per reader is one chunk. Once caught
+        up, a reader wakes at most every :data:`FOLLOW_COALESCE_S` seconds while the log grows. A reader
         that stops iterating holds nothing up. Closing the iterator (``aclose``) releases its file.
 
         Raises:
@@ -180,6 +183,8 @@ class TaskLog:
                     return
                 else:
                     await event.wait()
+                    if not self._closed:  # let small writes pile up: fewer wake-ups per reader
+                        await asyncio.sleep(FOLLOW_COALESCE_S)
         finally:
             self._waiters.discard(waiter)
             os.close(fd)

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import signal
+import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -118,12 +119,24 @@ def find_cgroup_base() -> Path | None:
     probe = base / f"probe-{os.getpid()}"
     try:
         probe.mkdir(parents=True, exist_ok=True)
-        usable = (probe / "cgroup.kill").exists() and os.access(probe / "cgroup.procs", os.W_OK)
-        probe.rmdir()
-    except OSError as err:
+        try:
+            usable = (probe / "cgroup.kill").exists() and _can_join(probe)
+        finally:
+            probe.rmdir()
+    except (OSError, subprocess.SubprocessError) as err:
         logger.info("cgroup v2 at %s not usable: %s", base, err)
         return None
     return base if usable else None
+
+
+def _can_join(group: Path) -> bool:
+    """Start one short process inside ``group`` the way commands are started."""
+    tree = CgroupTree(group, create=False)
+    try:
+        subprocess.run(["true"], preexec_fn=tree.preexec(), check=True, stdin=subprocess.DEVNULL)
+    finally:
+        tree.release()
+    return True
 
 
 def _cgroup2_mount() -> Path | None:
@@ -218,10 +231,14 @@ class CgroupTree(ProcessTree):
         except (OSError, KeyError, ValueError):
             return None
 
-    async def close(self) -> None:
+    def release(self) -> None:
+        """Close the ``cgroup.procs`` handle: no more processes can be started inside. Idempotent."""
         if self._procs_fd is not None:
             os.close(self._procs_fd)
             self._procs_fd = None
+
+    async def close(self) -> None:
+        self.release()
         if not self.path.exists():
             return
         await self.kill_and_wait()
