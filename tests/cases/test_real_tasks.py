@@ -1,0 +1,79 @@
+"""Every real-task case of ``../shared/cases/real-tasks`` whose needs are implemented gives its
+expected result; the others are reported as skipped, naming the missing needs.
+
+Cases without ``queue`` run through ``tcworker exec``; the others through ``tcworker run`` against
+the queue emulator (:mod:`caserun`). ``{{fileserver}}`` is a loopback server over ``files/``.
+
+What does not live here: the needs set (:mod:`needs`), the runner, the checks (:mod:`expect`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import slugid
+
+from tcworker.testing.cases import load_case, render_case
+from tcworker.testing.shared import require_shared, shared_dir
+
+from caserun import run_exec_case, run_queue_case
+from expect import problems
+from fileserver import FileServer
+from needs import IMPLEMENTED_NEEDS, missing_needs
+
+RUNNER_FILES: dict[str, object] = {}
+"""Runner-built fixture files by name (``docker-image.tar``, ...): none yet; their cases need
+``docker`` and skip before this matters."""
+
+
+def _case_ids() -> list[str]:
+    shared = shared_dir()
+    if shared is None:
+        return ["<shared folder missing>"]
+    return sorted(p.stem for p in (shared / "cases" / "real-tasks").glob("*.yml"))
+
+
+def _case_file(case_id: str) -> Path:
+    return require_shared() / "cases" / "real-tasks" / f"{case_id}.yml"
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case_id", _case_ids())
+async def test_real_task_case(case_id: str, tmp_path: Path) -> None:
+    case = load_case(_case_file(case_id))
+    missing = missing_needs(case.needs)
+    if missing:
+        pytest.skip(f"{case_id}: needs not implemented: {', '.join(missing)}")
+    unknown_files = [f for f in case.fixtures.get("runner_files") or [] if f not in RUNNER_FILES]
+    assert not unknown_files, f"runner files with no builder: {unknown_files}"
+    serve = tmp_path / "serve"
+    FileServer.link_case_files(serve, case.path.parent / "files")
+    work = tmp_path / "work"
+    work.mkdir()
+    task_ids = {str(p["label"]): slugid.nice() for p in case.prereqs}
+    task_id = slugid.nice()
+    with FileServer(serve) as files:
+        rendered = render_case(case, task_id=task_id, task_ids=task_ids, fileserver=files.url)
+        if "queue" in case.needs:
+            def check_prereq(label, result):
+                found = problems(rendered.prereqs[[str(p["label"]) for p in rendered.prereqs].index(label)]
+                                 .get("expect") or {}, result)
+                assert not found, f"prereq {label}:\n" + "\n".join(found) + "\n" + result.diagnostics
+
+            result = await run_queue_case(rendered, task_ids, task_id, work, check_prereq)
+        else:
+            assert not case.prereqs, "a case with prereqs needs `queue`"
+            result = run_exec_case(rendered, task_id, work)
+    found = problems(rendered.expect, result)
+    assert not found, "\n".join(found) + "\n" + result.diagnostics
+
+
+def test_needs_set_is_the_documented_one() -> None:
+    """Each issue adds its need here when its feature lands; the README's needs table is the
+    vocabulary."""
+    known = {"native", "multiuser", "docker", "queue", "fileserver", "mounts", "caches", "proxy",
+             "chain-of-trust", "index", "privileged"}
+    assert IMPLEMENTED_NEEDS <= known
+    assert {"native", "queue", "fileserver"} <= IMPLEMENTED_NEEDS
+    assert missing_needs(["native", "docker", "proxy"]) == ["docker", "proxy"]
