@@ -214,7 +214,11 @@ async def _download(emu: Any, task_id: str, run: Any, names: set[str]) -> dict[s
         for entry in listing:
             art = Artifact(entry["name"], entry["storageType"], entry.get("contentType"))
             if art.name in names and art.storage_type not in ("error", "reference"):
-                art.content, art.content_type = await _fetch(queue, session, task_id, run.run_id, art.name)
+                art.content, served = await _fetch(queue, session, task_id, run.run_id, art.name)
+                # the helper gives the bare media type (aiohttp drops parameters): keep the full
+                # listed one unless the served one disagrees
+                if served.split(";")[0].strip() != (art.content_type or "").split(";")[0].strip():
+                    art.content_type = served
             out[art.name] = art
     return out
 
@@ -238,8 +242,8 @@ async def _fetch(queue: Any, session: Any, task_id: str, run_id: int, name: str)
         buf, content_type = await downloadArtifactToBuf(
             taskId=task_id, runId=str(run_id), name=name, queueService=queue, maxRetries=0)
         return bytes(buf), content_type
-    url = queue.buildSignedUrl("getArtifact", task_id, str(run_id), name)
-    async with session.get(url) as resp:   # follows the 303; aiohttp undoes Content-Encoding
+    reply = await queue.getArtifact(task_id, str(run_id), name)   # the 303's body: {storageType, url}
+    async with session.get(reply["url"]) as resp:   # storage URL; aiohttp undoes Content-Encoding
         resp.raise_for_status()
         return await resp.read(), resp.headers.get("Content-Type", "")
 

@@ -2,13 +2,16 @@
 expected result; the others are reported as skipped, naming the missing needs.
 
 Cases without ``queue`` run through ``tcworker exec``; the others through ``tcworker run`` against
-the queue emulator (:mod:`caserun`). ``{{fileserver}}`` is a loopback server over ``files/``.
+the queue emulator (:mod:`caserun`); the cases without ``queue`` run through ``tcworker run`` as
+well, so the daemon's uploads meet the same expectations. ``{{fileserver}}`` is a loopback server
+over ``files/``.
 
 What does not live here: the needs set (:mod:`needs`), the runner, the checks (:mod:`expect`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ import slugid
 from tcworker.testing.cases import load_case, render_case
 from tcworker.testing.shared import require_shared, shared_dir
 
-from caserun import run_exec_case, run_queue_case
+from caserun import TaskResult, run_exec_case, run_queue_case
 from expect import problems
 from fileserver import FileServer
 from needs import IMPLEMENTED_NEEDS, missing_needs
@@ -41,6 +44,20 @@ def _case_file(case_id: str) -> Path:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("case_id", _case_ids())
 async def test_real_task_case(case_id: str, tmp_path: Path) -> None:
+    """The case's own way: ``tcworker exec`` without ``queue``, ``tcworker run`` with it."""
+    await _run_case(case_id, tmp_path, via_run="queue" in load_case(_case_file(case_id)).needs)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case_id", _case_ids())
+async def test_exec_case_through_run(case_id: str, tmp_path: Path) -> None:
+    """The cases without ``queue`` also through ``tcworker run``: same result, uploaded."""
+    if "queue" in load_case(_case_file(case_id)).needs:
+        pytest.skip(f"{case_id}: needs queue, covered by test_real_task_case")
+    await _run_case(case_id, tmp_path, via_run=True)
+
+
+async def _run_case(case_id: str, tmp_path: Path, *, via_run: bool) -> None:
     case = load_case(_case_file(case_id))
     missing = missing_needs(case.needs)
     if missing:
@@ -55,16 +72,17 @@ async def test_real_task_case(case_id: str, tmp_path: Path) -> None:
     task_id = slugid.nice()
     with FileServer(serve) as files:
         rendered = render_case(case, task_id=task_id, task_ids=task_ids, fileserver=files.url)
-        if "queue" in case.needs:
-            def check_prereq(label, result):
-                found = problems(rendered.prereqs[[str(p["label"]) for p in rendered.prereqs].index(label)]
-                                 .get("expect") or {}, result)
+        if via_run:
+            expects = {str(p["label"]): p.get("expect") or {} for p in rendered.prereqs}
+
+            def check_prereq(label: str, result: TaskResult) -> None:
+                found = problems(expects[label], result)
                 assert not found, f"prereq {label}:\n" + "\n".join(found) + "\n" + result.diagnostics
 
             result = await run_queue_case(rendered, task_ids, task_id, work, check_prereq)
         else:
             assert not case.prereqs, "a case with prereqs needs `queue`"
-            result = run_exec_case(rendered, task_id, work)
+            result = await asyncio.to_thread(run_exec_case, rendered, task_id, work)
     found = problems(rendered.expect, result)
     assert not found, "\n".join(found) + "\n" + result.diagnostics
 
