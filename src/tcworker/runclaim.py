@@ -7,6 +7,11 @@ notices first that the run is gone aborts the task as resolved elsewhere), and a
 :class:`~tcworker.queue.upload.ArtifactUploader`. The watchers stop before the report call, so
 no reclaim races the resolution (FM-11).
 
+A run found gone *during* the artifact upload of a completed or failed task (FM-12 b) stops the
+uploads in flight: no one will use that run's artifacts, and a 500 MB upload would hold the slot.
+What finished stays; the log still goes up best-effort. The backing log lives in a folder
+``tasksDir/tcw-log-*`` that the worker sweeps at boot after a crash.
+
 What does not live here: the claim loop (:mod:`tcworker.worker`), the stages of a run
 (:mod:`tcworker.taskrun`).
 """
@@ -24,6 +29,9 @@ from typing import TYPE_CHECKING, Sequence
 from tcworker.errors import QueueError, ResourceUnavailable, RunResolvedElsewhere, TaskFailed, WorkerError
 from tcworker.outlet import LogNames, RunOutlet
 from tcworker.resolution import Resolution
+
+#: Prefix of the per-run log folders under ``tasksDir``; the worker sweeps them at boot.
+LOG_DIR_PREFIX = "tcw-log-"
 
 if TYPE_CHECKING:
     from tcworker.queue.client import Claim, RunQueue
@@ -50,8 +58,13 @@ class QueueOutlet(RunOutlet):
         self.results: list = []
 
     async def publish_artifacts(self, artifacts: Sequence[object]) -> None:
-        """Upload; raises ``TaskFailed`` when a required file vanished before its upload (FM-02)."""
-        results = await self.uploader.upload_all(artifacts)
+        """Upload; raises ``TaskFailed`` when a required file vanished before its upload (FM-02),
+        ``RunResolvedElsewhere`` when the run is found gone while uploading (uploads stopped)."""
+        watch = self.watchers.watch
+        if watch.is_set():  # gone before the upload started: upload best-effort, to the end
+            results = await self.uploader.upload_all(artifacts)
+        else:
+            results = await self._unless_gone(self.uploader.upload_all(artifacts))
         self.results.extend(results)
         self._check_resolved()
         vanished = [r.name for r in results if r.fails_task and r.status == "replaced-by-error"]
@@ -73,6 +86,23 @@ class QueueOutlet(RunOutlet):
                             content_type="text/plain; charset=utf-8")
         self.results.extend(await self.uploader.upload_all([backing, link]))
         self._check_resolved()
+
+    async def _unless_gone(self, uploads):
+        """Await ``uploads``, or cancel them once the run's watch says it is gone."""
+        upload = asyncio.ensure_future(uploads)
+        gone = asyncio.ensure_future(self.watchers.watch.wait())
+        try:
+            await asyncio.wait({upload, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not upload.done():
+                upload.cancel()
+                await asyncio.wait([upload])
+        if not upload.cancelled():
+            return upload.result()
+        gone = self.watchers.watch.cancellation
+        reason = gone.reason if gone is not None else "unknown"
+        raise RunResolvedElsewhere(f"artifact uploads stopped: the run was resolved elsewhere ({reason})")
 
     def _check_resolved(self) -> None:
         if self.uploader.run_resolved:
@@ -127,6 +157,7 @@ class ClaimedRun:
 
     async def execute(self) -> Resolution:
         from tcworker.queue.cancellation import RunWatchers
+        from tcworker.queue.pulse import watch_run
         from tcworker.queue.upload import ArtifactUploader
         from tcworker.taskrun import TaskRun
 
@@ -134,21 +165,23 @@ class ClaimedRun:
         run_queue = self.worker.queue.run_queue(self.claim)
         watchers = RunWatchers(run_queue, margin_s=config.reclaim_margin_s,
                                poll_interval_s=config.status_poll_interval_s)
-        log_dir = Path(tempfile.mkdtemp(prefix="tcworker-log-"))
+        log_dir = Path(tempfile.mkdtemp(prefix=LOG_DIR_PREFIX, dir=config.tasks_dir))
         try:
             self.taskrun = TaskRun(
                 task=self.claim.task, task_id=self.task_id, run_id=self.run_id, config=config,
                 engines=self.worker.engines, plugins=self.worker.plugins,
                 outlet=None, log_path=log_dir / "live_backing.log",
             )
+            self.taskrun.queue = run_queue  # plugins reach the run's queue access (mounts: artifacts)
             uploader = ArtifactUploader.for_run(run_queue, config, warn=self._task_log_warn)
             self.taskrun.outlet = QueueOutlet(run_queue, watchers, uploader)
-            log.info("claimed %s/%s", self.task_id, self.run_id)
             watchers.start()
+            unwatch_pulse = watch_run(getattr(self.worker, "pulse", None), watchers.watch)
             cancel_watch = asyncio.create_task(self._abort_when_gone(watchers))
             try:
                 return await self.taskrun.execute()
             finally:
+                unwatch_pulse()
                 cancel_watch.cancel()
                 await watchers.stop()
         finally:

@@ -2,14 +2,20 @@
 
 ``booting → working → draining → stopped``
 
-- booting: check the config, create the task directory, boot every engine (which sweeps what a
-  crashed worker left behind: task directories and processes carrying tcworker's prefix).
+- booting: check the config, create the task directory, sweep the run log folders a crashed
+  worker left there (``tcw-log-*``), boot every engine (which sweeps the rest: task directories
+  ``tcw-task-*`` and the processes of their cgroups).
 - working: claim while ``running < capacity`` and free disk allows, with claimWork's long poll (no
   sleep loop); back off with jitter when claimWork fails.
 - draining: stop claiming; let running tasks finish within the grace period, then abort what is
   left as ``exception/worker-shutdown`` and upload their logs best-effort. A second signal aborts
   at once.
 - stopped: the exit code says why (generic-worker's codes, ``peer-workers.md`` section 2.5).
+
+The worker's own log has one line per event of a run, with fields (JSON keys with
+``logFormat: json``): ``task-claimed`` (``taskId``, ``runId``) and ``task-resolved`` (``taskId``,
+``runId``, ``resolution``: ``completed``, ``failed``, ``exception/<reason>`` or
+``resolved-elsewhere``, ``durationSecs``: claim to end of the run, seconds).
 
 What does not live here: one run's stages (:mod:`tcworker.taskrun`), queue calls, reclaiming and
 cancellation (:mod:`tcworker.queue`).
@@ -20,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 import random
 import shutil
 import signal
@@ -28,9 +33,17 @@ import time
 from pathlib import Path
 
 from tcworker.config import WorkerConfig
-from tcworker.errors import ConfigError, QueueError, RunResolvedElsewhere, WorkerShutdown
+from tcworker.errors import ConfigError, QueueError, WorkerShutdown
+from tcworker.logsetup import IdleReporter
+from tcworker.runclaim import LOG_DIR_PREFIX
 
 log = logging.getLogger("tcworker.worker")
+
+
+def log_event(event: str, **fields: object) -> None:
+    """One worker log line ``<event> key=value ...``; the fields also go to JSON log lines."""
+    text = " ".join(f"{key}={value}" for key, value in fields.items())
+    log.info("%s %s", event, text, extra={"event": event, **fields})
 
 
 class ExitCode(enum.IntEnum):
@@ -75,7 +88,10 @@ class Worker:
         self._abort_now = asyncio.Event()
         self._claim_task: asyncio.Task | None = None
         self._last_busy = time.monotonic()
+        self._idle = IdleReporter(log)  # why no claims: no-work / low-disk / draining, <= 1/min
         self.queue = None  # tcworker.queue.client.WorkerQueue once working
+        self.pulse = None  # tcworker.queue.pulse.PulseListener while working, when pulseURL is set
+        self.finish_tasks = False  # draining waits for every run (graceful-termination finish-tasks)
 
     # ------------------------------------------------------------------ control
     def request_stop(self, why: str, exit_code: ExitCode = ExitCode.WORKER_SHUTDOWN) -> None:
@@ -94,9 +110,10 @@ class Worker:
     async def run(self) -> int:
         """Boot, work until told to stop (or a limit is reached), drain, and return the exit code."""
         from tcworker.queue.client import ClientFactory, WorkerQueue
+        from tcworker.queue.pulse import pulse_listener
 
         await self._boot()
-        async with ClientFactory.open(self.config.root_url) as clients:
+        async with ClientFactory.open(self.config.root_url) as clients, pulse_listener(self.config) as self.pulse:
             self.queue = WorkerQueue.from_config(clients, self.config)
             self.state = State.WORKING
             self._claim_task = asyncio.create_task(self._claim_loop(), name="claim-loop")
@@ -107,13 +124,18 @@ class Worker:
                     raise
             self.state = State.DRAINING
             await self._drain()
+        await self._shutdown_plugins()
         self.state = State.STOPPED
         log.info("stopped: %d task(s) claimed, exit code %d", self.claimed_count, self.exit_code)
         return int(self.exit_code)
 
     async def _boot(self) -> None:
         self.config.require_for_run()
-        Path(self.config.tasks_dir).mkdir(parents=True, exist_ok=True)
+        tasks_dir = Path(self.config.tasks_dir)
+        tasks_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in sorted(tasks_dir.glob(LOG_DIR_PREFIX + "*")):
+            log.info("removing leftover run log folder %s", leftover)
+            await asyncio.to_thread(shutil.rmtree, leftover, ignore_errors=True)
         if self.engines is None:
             from tcworker.engines.registry import make_engines
 
@@ -160,8 +182,10 @@ class Worker:
             failures = 0
             for claim in claims:
                 self._start_run(claim)
-            if not claims and not self.runs:
-                log.debug("no task claimed; idle for %.0fs", time.monotonic() - self._last_busy)
+            if claims:
+                self._idle.busy()
+            elif not self.runs:
+                self._idle.report("no-work")
 
     def _limit_reached(self) -> bool:
         limit = self.config.number_of_tasks_to_run
@@ -172,13 +196,13 @@ class Worker:
         return bool(idle) and not self.runs and time.monotonic() - self._last_busy >= idle
 
     def _disk_ok(self) -> bool:
-        free_mb = shutil.disk_usage(self.config.tasks_dir).free // (1024 * 1024)
-        if free_mb >= self.config.required_disk_space_megabytes:
+        from tcworker.caches import ensure_free_space  # evicts idle downloads and caches, LRU first
+
+        if ensure_free_space(self.config):
             return True
-        log.warning(
-            "not claiming: %d MB free under %s, requiredDiskSpaceMegabytes is %d",
-            free_mb, self.config.tasks_dir, self.config.required_disk_space_megabytes,
-        )
+        free_mb = shutil.disk_usage(self.config.tasks_dir).free // (1024 * 1024)
+        self._idle.report("low-disk", freeMB=free_mb, requiredMB=self.config.required_disk_space_megabytes,
+                          tasksDir=self.config.tasks_dir)
         return False
 
     async def _pause(self, seconds: float) -> None:
@@ -199,14 +223,17 @@ class Worker:
 
     async def _run_guarded(self, run) -> None:
         started = time.monotonic()
+        log_event("task-claimed", taskId=run.task_id, runId=run.run_id)
         try:
             resolution = await run.execute()
-            log.info(
-                "run %s/%s resolved %s%s in %.2fs",
-                run.task_id, run.run_id, resolution.state or "elsewhere",
-                f"/{resolution.reason}" if resolution.state == "exception" else "",
-                time.monotonic() - started,
-            )
+            if resolution.state is None:
+                outcome = "resolved-elsewhere"
+            elif resolution.state == "exception":
+                outcome = f"exception/{resolution.reason}"
+            else:
+                outcome = resolution.state
+            log_event("task-resolved", taskId=run.task_id, runId=run.run_id, resolution=outcome,
+                      durationSecs=round(time.monotonic() - started, 3))
         except asyncio.CancelledError:
             raise
         except Exception:  # a run's top level turns everything into a resolution; this is a bug
@@ -217,11 +244,19 @@ class Worker:
             self._last_busy = time.monotonic()
             self._slot_freed.set()
 
+    async def _shutdown_plugins(self) -> None:
+        for plugin in reversed(self.plugins):  # the live log server, among others
+            try:
+                await plugin.shutdown()
+            except Exception:  # one plugin's failure must not keep the others up
+                log.exception("plugin %s: shutdown failed", plugin.name)
+
     async def _drain(self) -> None:
+        self._idle.report("draining", running=len(self.runs))
         if not self.runs:
             return
         log.info("waiting for %d running task(s)", len(self.runs))
-        if self.exit_code in (ExitCode.TASKS_COMPLETE, ExitCode.IDLE_TIMEOUT):
+        if self.finish_tasks or self.exit_code in (ExitCode.TASKS_COMPLETE, ExitCode.IDLE_TIMEOUT):
             await self._wait_runs(None)  # a limit was reached: nothing is in a hurry
         else:
             await self._wait_runs(self.config.shutdown_grace_period_s * 2 / 3)
@@ -253,12 +288,13 @@ class Worker:
 
 def run_worker(config: WorkerConfig, *, with_worker_runner: bool = False) -> int:
     """``tcworker run``: run the worker until it stops; returns the process exit code."""
+    if with_worker_runner:  # worker-runner protocol on stdin/stdout (issue 11)
+        from tcworker.runner import run_with_worker_runner
+
+        return run_with_worker_runner(config)
     from tcworker.logsetup import setup_logging
 
     setup_logging(config)
-    if with_worker_runner:
-        log.error("--with-worker-runner is not supported yet (worker-runner protocol: issue 11)")
-        return int(ExitCode.INVALID_CONFIG)
     try:
         config.require_for_run()
     except ConfigError as err:
