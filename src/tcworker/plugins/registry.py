@@ -17,4 +17,8 @@ def make_plugins(config: WorkerConfig, *, mode: str = "run") -> list[Plugin]:
     Features register here as they land (live log, mounts and caches, proxy, chain of trust).
     """
     plugins: list[Plugin] = []
+    if config.enable_mounts:
+        from tcworker.plugins.mounts import MountsPlugin
+
+        plugins.append(MountsPlugin(config, mode=mode))
     return plugins
