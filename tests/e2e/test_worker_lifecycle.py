@@ -1,8 +1,8 @@
 """End to end: the life cycle of the real ``tcworker run`` process against the emulator.
 
 Covers: ``numberOfTasksToRun`` (exit 0) with one-line JSON events per claim and resolution, idle
-timeout (exit 68), low disk (no claim, a log line saying why), ``--with-worker-runner`` refused,
-the boot sweep of a crashed worker's leftovers, and the README's config example.
+timeout (exit 68), low disk (no claim, a log line saying why), the boot sweep of a crashed
+worker's leftovers, and the README's config example.
 
 Does not cover: artifacts (``test_worker_artifacts.py``), claims and cancellation
 (``test_worker_claims.py``), signals (``test_worker_shutdown.py``).
@@ -52,20 +52,12 @@ async def test_given_too_little_disk_then_no_claim_and_the_log_says_why(emulator
     emu = await emulator()
     task_id = await emu.create_task(payload=native_payload("true"))
     worker = await worker_process(emu, requiredDiskSpaceMegabytes=10**9)
-    line = await worker.wait_for_line(r"not claiming: \d+ MB free")
-    assert "requiredDiskSpaceMegabytes is 1000000000" in line
+    line = await worker.wait_for_line(r"worker-idle reason=low-disk")
+    assert "requiredMB=1000000000" in line and "freeMB=" in line
     worker.send_signal(signal.SIGTERM)
     assert await worker.wait() == 72
     assert emu.calls_to("claimWork") == []
     assert emu.task_state(task_id) == "pending"
-
-
-async def test_given_with_worker_runner_then_refused_with_a_clear_message(emulator, worker_process):
-    emu = await emulator()
-    worker = await worker_process(emu, args=("--with-worker-runner",))
-    assert await worker.wait() == 73
-    assert worker.matching(r"--with-worker-runner is not supported yet")
-    assert emu.calls == []
 
 
 async def test_given_leftovers_of_a_crashed_worker_then_boot_sweeps_them(emulator, worker_process, tmp_path):
