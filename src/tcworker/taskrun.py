@@ -17,10 +17,10 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO, Mapping, Sequence
+from typing import Any, BinaryIO, Mapping, Sequence
 
 from tcworker import __version__
 from tcworker.config import WorkerConfig
@@ -50,9 +50,11 @@ class SandboxBuilder:
     commands: tuple[tuple[str, ...], ...]
     env: dict[str, str] = field(default_factory=dict)
     max_run_time_s: float | None = None
+    engine_options: Any = None  # engine-specific, set by the engine's plugin (docker: ContainerOptions)
 
     def spec(self) -> SandboxSpec:
-        return SandboxSpec(commands=self.commands, env=dict(self.env), max_run_time_s=self.max_run_time_s)
+        return SandboxSpec(commands=self.commands, env=dict(self.env), max_run_time_s=self.max_run_time_s,
+                           engine_options=self.engine_options)
 
 
 class TaskRun:
@@ -264,8 +266,11 @@ class TaskRun:
         reserved = (self.log_names.live, self.log_names.backing)
         try:
             root = await self.sandbox.artifact_root()
+            specs = self.parsed.artifact_specs
+            if self.parsed.engine == "docker":  # container paths, copied out under the root
+                specs = [replace(spec, path=spec.path.lstrip("/")) for spec in specs]
             return await asyncio.to_thread(
-                collect, self.parsed.artifact_specs, root, task_dir=self.sandbox.task_dir,
+                collect, specs, root, task_dir=root if self.parsed.engine == "docker" else self.sandbox.task_dir,
                 reserved=reserved, warn=self.log.warn,
             )
         except OSError as err:

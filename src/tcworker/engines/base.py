@@ -22,7 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 if TYPE_CHECKING:
     from tcworker.logs import TaskLog
@@ -40,19 +40,27 @@ class SandboxSpec:
         max_run_time_s: wall-clock budget in seconds for all commands together (``maxRunTime``),
             or None for no limit. When exceeded the tree is terminated like :meth:`Sandbox.abort`
             and the result has ``timed_out=True``.
+        engine_options: engine-specific settings built by the engine's plugin (docker:
+            :class:`tcworker.engines.docker.ContainerOptions`); None for the engine's defaults.
+
+    A single empty argv, ``((),)``, means "the sandbox's default command" (docker: the image's);
+    it is accepted only with ``engine_options`` (an engine with a default command sets them).
 
     Raises:
-        ValueError: no command, an empty argv, or a non-positive ``max_run_time_s``.
+        ValueError: no command, an empty argv (except as above), or a non-positive
+            ``max_run_time_s``.
     """
 
     commands: tuple[tuple[str, ...], ...]
     env: Mapping[str, str]
     max_run_time_s: float | None = None
+    engine_options: Any = None
 
     def __post_init__(self) -> None:
         if not self.commands:
             raise ValueError("SandboxSpec.commands must hold at least one command")
-        if any(len(argv) == 0 for argv in self.commands):
+        default_command = self.commands == ((),) and self.engine_options is not None
+        if not default_command and any(len(argv) == 0 for argv in self.commands):
             raise ValueError("every command in SandboxSpec.commands needs at least one argument")
         if self.max_run_time_s is not None and self.max_run_time_s <= 0:
             raise ValueError(f"max_run_time_s must be positive, got {self.max_run_time_s}")

@@ -22,4 +22,8 @@ def make_engines(config: WorkerConfig, *, only: str | None = None) -> dict[str, 
             from tcworker.engines.native import NativeEngine
 
             engines[name] = NativeEngine(config)
+        elif name == "docker":  # boot() fails clearly when listed in `engines` and no daemon answers
+            from tcworker.engines.docker import DockerEngine
+
+            engines[name] = DockerEngine(config, required=True if only == "docker" else None)
     return engines

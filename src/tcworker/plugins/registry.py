@@ -17,6 +17,10 @@ def make_plugins(config: WorkerConfig, *, mode: str = "run") -> list[Plugin]:
     Features register here as they land (live log, mounts and caches, proxy, chain of trust).
     """
     plugins: list[Plugin] = []
+    if "docker" in config.engines:
+        from tcworker.plugins.docker_image import DockerPlugin
+
+        plugins.append(DockerPlugin(config))
     if config.enable_mounts:
         from tcworker.plugins.mounts import MountsPlugin
 
