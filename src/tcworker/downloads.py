@@ -304,9 +304,27 @@ class ContentFetcher:
         return await self._artifact(content.task_id, content.artifact, content.sha256)
 
     async def _artifact(self, task_id: str, name: str, sha256: str | None) -> BinaryIO:
+        if not name.startswith("public/"):
+            await self._authorize(task_id, name)
         return await self.store.open(f"artifact:{task_id}:{name}",
                                      artifact_fetcher(self.queue, task_id, name, self.retry),
                                      sha256=sha256, label=f"artifact {name} of task {task_id}", warn=self.warn)
+
+    async def _authorize(self, task_id: str, name: str) -> None:
+        """A cached copy of a non-public artifact is only for runs whose credentials may read it:
+        ask the queue (``latestArtifact`` checks ``queue:get-artifact:<name>``) before any reuse."""
+        from tcworker.queue.client import is_transient, status_of
+
+        label = f"artifact {name} of task {task_id}"
+        try:
+            await asyncio.wait_for(self.queue.latestArtifact(task_id, name), timeout=120)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # client and aiohttp errors, classified below
+            status = status_of(err)
+            if is_transient(err):
+                raise ResourceUnavailable(f"{label}: still failing after retries ({status or err})") from None
+            raise TaskFailed(f"{label}: cannot be downloaded (HTTP {status}: {str(err).splitlines()[0]})") from None
 
     async def _find_task(self, namespace: str) -> str:
         from tcworker.queue.client import is_transient, status_of
