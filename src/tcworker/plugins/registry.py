@@ -17,6 +17,10 @@ def make_plugins(config: WorkerConfig, *, mode: str = "run") -> list[Plugin]:
     Features register here as they land (live log, mounts and caches, proxy, chain of trust).
     """
     plugins: list[Plugin] = []
+    if mode == "run" and config.enable_live_log:  # first: readers see mount downloads too
+        from tcworker.plugins.livelog import LiveLogPlugin
+
+        plugins.append(LiveLogPlugin(config))
     if "docker" in config.engines:
         from tcworker.plugins.docker_image import DockerPlugin
 

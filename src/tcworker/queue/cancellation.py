@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tcworker.logsetup import log_event
 from tcworker.queue.client import QueueCallError, RunQueue
 from tcworker.queue.reclaimer import Reclaimer
 
@@ -72,8 +73,8 @@ class CancelWatch:
                       source, "sealed" if self._sealed else "cancelled")
             return False
         self._cancellation = Cancellation(reason, source, message)
-        log.info("%s/%s cancelled (%s, from %s): %s", self.task_id, self.run_id, reason, source,
-                 message)
+        log_event(log, "task-cancelled", taskId=self.task_id, runId=self.run_id, reason=reason,
+                  source=source, detail=message)
         self._event.set()
         return True
 

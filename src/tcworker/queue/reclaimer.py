@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from tcworker.errors import RunResolvedElsewhere
+from tcworker.logsetup import log_event
 from tcworker.queue.client import QueueCallError, RunQueue
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ class Reclaimer:
         attempt = 0
         while True:
             left = run.seconds_left()
+            call_started = asyncio.get_running_loop().time()
             try:
                 await run.reclaim(timeout_s=attempt_timeout_s(left, run.clients.call_timeout_s))
             except (RunResolvedElsewhere, QueueCallError) as err:
@@ -195,7 +197,9 @@ class Reclaimer:
                 attempt += 1
                 continue
             self.reclaims += 1
-            log.debug("reclaimed %s/%s until %s", run.task_id, run.run_id, run.taken_until.isoformat())
+            log_event(log, "task-reclaimed", taskId=run.task_id, runId=run.run_id,
+                      takenUntil=run.taken_until.isoformat(), attempts=attempt + 1,
+                      durationSecs=round(asyncio.get_running_loop().time() - call_started, 3))
             return True
 
     def _gone(self, reason: str, message: str) -> None:
