@@ -16,6 +16,9 @@ Rules (generic-worker's, peer-workers.md 1.3, plus containment):
 - Directory artifacts publish each file as ``<name>/<relative path>`` with forward slashes.
 - Missing → ``file-missing-on-worker``; a directory where a file was declared (or the reverse, or
   a non-regular file) → ``invalid-resource-on-worker``; unreadable → ``file-not-readable-on-worker``.
+- Multiuser: when the task directory belongs to another user than the worker (the run's own
+  user), a file that user could not read (mode bits, every directory on its path) becomes an
+  error artifact, never its contents (:mod:`tcworker.artifact_access`).
 - ``optional: true``: a missing artifact still becomes an error artifact, as generic-worker does
   (its test ``TestMissingOptionalFileArtifactDoesNotFailTest``), but with ``fails_task=False``, so
   the task does not fail. Docker-worker payloads mark every artifact optional.
@@ -35,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Collection, Literal, Sequence
 
+from tcworker.artifact_access import Reader, task_reader
 from tcworker.artifact_names import (
     check_artifact_name,
     default_content_encoding,
@@ -171,10 +175,11 @@ def collect(
     if problems:
         raise MalformedPayload("; ".join(problems))
     bases = _bases(root, task_dir)
+    reader = task_reader(task_dir)
     seen: set[str] = set(reserved)
     out: list[DataArtifact | ErrorArtifact] = []
     for spec in specs:
-        for artifact in _collect_spec(spec, bases, Path(task_dir), warn):
+        for artifact in _collect_spec(spec, bases, Path(task_dir), warn, reader):
             if artifact.name in seen:
                 why = "is reserved by the worker" if artifact.name in reserved else "was already declared"
                 warn(f"artifact {artifact.name!r} {why}; skipping {spec.path!r}")
@@ -259,7 +264,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _probe(real: str, bases: tuple[str, ...]) -> os.stat_result:
+def _probe(real: str, bases: tuple[str, ...], reader: Reader | None = None) -> os.stat_result:
     """Open ``real`` without following a final link or blocking, and check what was opened.
 
     Raises:
@@ -281,6 +286,8 @@ def _probe(real: str, bases: tuple[str, ...]) -> os.stat_result:
         if opened is not None and not _inside(opened, bases):
             # A directory on the way was swapped for a link after realpath() ran.
             raise ArtifactGone(f"{real} resolves outside the task directory", INVALID_RESOURCE)
+        if reader is not None and not reader.can_read(opened or real, st):
+            raise PermissionError(f"{real} is not readable by the task user")
         return st
     finally:
         os.close(fd)
@@ -294,7 +301,7 @@ def _fd_path(fd: int) -> str | None:
 
 
 def _collect_spec(
-    spec: ArtifactSpec, bases: tuple[str, ...], task_dir: Path, warn: Callable[[str], None]
+    spec: ArtifactSpec, bases: tuple[str, ...], task_dir: Path, warn: Callable[[str], None], reader: Reader | None
 ) -> list[DataArtifact | ErrorArtifact]:
     host = _host_path(spec.path, task_dir)
     name = spec.name.rstrip("/") if spec.kind == "directory" else spec.name
@@ -313,13 +320,13 @@ def _collect_spec(
     if spec.kind == "directory":
         if not stat.S_ISDIR(st.st_mode):
             return [_error(spec, name, INVALID_RESOURCE, f"{declared} is {_kind(st.st_mode)}, not a directory")]
-        return _collect_directory(spec, name, real, bases, warn)
+        return _collect_directory(spec, name, real, bases, warn, reader)
     if not stat.S_ISREG(st.st_mode):
         what = _kind(st.st_mode)
         hint = "; declare it with type: directory" if stat.S_ISDIR(st.st_mode) else ""
         return [_error(spec, name, INVALID_RESOURCE, f"{declared} is {what}, not a regular file{hint}")]
     try:
-        st = _probe(real, bases)
+        st = _probe(real, bases, reader)
     except PermissionError:
         return [_error(spec, name, NOT_READABLE, f"{declared} cannot be read by the worker")]
     except ArtifactGone as gone:
@@ -328,7 +335,8 @@ def _collect_spec(
 
 
 def _collect_directory(
-    spec: ArtifactSpec, name: str, real_dir: str, bases: tuple[str, ...], warn: Callable[[str], None]
+    spec: ArtifactSpec, name: str, real_dir: str, bases: tuple[str, ...], warn: Callable[[str], None],
+    reader: Reader | None,
 ) -> list[DataArtifact | ErrorArtifact]:
     out: list[DataArtifact | ErrorArtifact] = []
     walk_errors: list[OSError] = []
@@ -339,7 +347,7 @@ def _collect_directory(
         for entry in filenames:
             path = os.path.join(dirpath, entry)
             member = join_artifact_name(name, os.path.relpath(path, real_dir))
-            artifact = _collect_member(spec, member, path, bases, warn)
+            artifact = _collect_member(spec, member, path, bases, warn, reader)
             if artifact is not None:
                 out.append(artifact)
     if walk_errors and walk_errors[0].filename == real_dir:
@@ -352,7 +360,8 @@ def _collect_directory(
 
 
 def _collect_member(
-    spec: ArtifactSpec, member: str, path: str, bases: tuple[str, ...], warn: Callable[[str], None]
+    spec: ArtifactSpec, member: str, path: str, bases: tuple[str, ...], warn: Callable[[str], None],
+    reader: Reader | None,
 ) -> DataArtifact | ErrorArtifact | None:
     problem = check_artifact_name(member)
     if problem:
@@ -376,7 +385,7 @@ def _collect_member(
         warn(f"skipping {path}: {_kind(st.st_mode)}, not a regular file")
         return None
     try:
-        st = _probe(real, bases)
+        st = _probe(real, bases, reader)
     except PermissionError:
         return _error(spec, member, NOT_READABLE, f"{path} cannot be read by the worker")
     except ArtifactGone as gone:

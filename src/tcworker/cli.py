@@ -107,7 +107,7 @@ def run(config_path: str, with_worker_runner: bool) -> None:
     """Claim and run tasks from a Taskcluster queue until told to stop."""
     from tcworker.worker import run_worker
 
-    sys.exit(run_worker(_load_config(config_path), with_worker_runner=with_worker_runner))
+    sys.exit(run_worker(_load_config(config_path), with_worker_runner=with_worker_runner, config_path=config_path))
 
 
 def main() -> None:

@@ -12,6 +12,11 @@ Base (copied from the worker's environment when set there, else the default show
 ``TMPDIR``
 =========================  ===================================================================
 
+Multiuser (``runTasksAsCurrentUser: false``): the base comes from the task user's clean
+environment instead (``Sandbox.user_env``: ``PATH`` as above, ``HOME`` = the task directory,
+``USER`` = ``LOGNAME`` = the task user), as generic-worker's multiuser engine does; the task
+runner passes it as ``worker_env``.
+
 Nothing else of the worker's environment reaches a task: never the worker's credentials
 (``TASKCLUSTER_CLIENT_ID``, ``TASKCLUSTER_ACCESS_TOKEN``, ``TASKCLUSTER_CERTIFICATE``).
 

@@ -51,10 +51,11 @@ class SandboxBuilder:
     env: dict[str, str] = field(default_factory=dict)
     max_run_time_s: float | None = None
     engine_options: Any = None  # engine-specific, set by the engine's plugin (docker: ContainerOptions)
+    os_groups: tuple[str, ...] = ()  # native osGroups, scope-checked in prepare
 
     def spec(self) -> SandboxSpec:
         return SandboxSpec(commands=self.commands, env=dict(self.env), max_run_time_s=self.max_run_time_s,
-                           engine_options=self.engine_options)
+                           engine_options=self.engine_options, os_groups=self.os_groups)
 
 
 class TaskRun:
@@ -165,6 +166,7 @@ class TaskRun:
         self.log_names = LogNames(self.parsed.log_names.live, self.parsed.log_names.backing)
         self.log.info(f"Engine: {self.parsed.engine}")
         self._check_supported()
+        self._check_os_group_scopes()
         self._check_artifact_names()
         self.task_plugins = [tp for tp in (p.new_run(self) for p in self.plugins) if tp is not None]
         for task_plugin in self.task_plugins:
@@ -179,7 +181,8 @@ class TaskRun:
         self._check_abort()
         self.sandbox = await engine.create_sandbox(self.task_id, self.run_id, self.log)
         builder = SandboxBuilder(
-            commands=self.parsed.commands, env=self._task_env(), max_run_time_s=self.parsed.max_run_time_s
+            commands=self.parsed.commands, env=self._task_env(), max_run_time_s=self.parsed.max_run_time_s,
+            os_groups=tuple(getattr(self.parsed.payload, "os_groups", None) or ()),
         )
         for task_plugin in self._prepared:
             await task_plugin.build_sandbox(builder)
@@ -384,6 +387,15 @@ class TaskRun:
                 for name in missing
             ))
 
+    def _check_os_group_scopes(self) -> None:
+        """``osGroups`` need ``generic-worker:os-group:<workerPoolId>/<group>`` (peer-workers.md 1.8)."""
+        from tcworker.scopes import os_group_scopes, require_scopes
+
+        groups = getattr(self.parsed.payload, "os_groups", None) or []
+        if groups:
+            required = os_group_scopes(groups, self.config.worker_pool_id)
+            require_scopes(required, dict(self.task), "payload.osGroups")
+
     def _check_abort(self) -> None:
         if self._abort_error is not None:
             raise self._abort_error
@@ -396,7 +408,9 @@ class TaskRun:
             task_dir=str(self.sandbox.task_dir),
             config=self.config,
         )
-        return task_env(worker_env=self.worker_env, payload_env=self.parsed.env, reserved=reserved)
+        # multiuser: the task user's clean base (HOME, USER, LOGNAME, PATH), not the worker's
+        base = self.sandbox.user_env if self.sandbox.user_env is not None else self.worker_env
+        return task_env(worker_env=base, payload_env=self.parsed.env, reserved=reserved)
 
 
 def _parse_time(value: object) -> datetime | None:

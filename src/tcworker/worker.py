@@ -34,10 +34,16 @@ from pathlib import Path
 
 from tcworker.config import WorkerConfig
 from tcworker.errors import ConfigError, QueueError, WorkerShutdown
-from tcworker.logsetup import IdleReporter, log_event
+from tcworker.logsetup import IdleReporter
 from tcworker.runclaim import LOG_DIR_PREFIX
 
 log = logging.getLogger("tcworker.worker")
+
+
+def log_event(event: str, **fields: object) -> None:
+    """One worker log line ``<event> key=value ...``; the fields also go to JSON log lines."""
+    text = " ".join(f"{key}={value}" for key, value in fields.items())
+    log.info("%s %s", event, text, extra={"event": event, **fields})
 
 
 class ExitCode(enum.IntEnum):
@@ -66,10 +72,12 @@ class Worker:
         config: the worker config (``require_for_run`` is checked at boot).
         engines: engines by name; default from :func:`tcworker.engines.registry.make_engines`.
         plugins: worker plugins in configured order.
+        config_path: the config file, locked down at boot in multiuser mode (:mod:`tcworker.lockdown`).
     """
 
-    def __init__(self, config: WorkerConfig, *, engines=None, plugins=()) -> None:
+    def __init__(self, config: WorkerConfig, *, engines=None, plugins=(), config_path=None) -> None:
         self.config = config
+        self.config_path = config_path
         self.engines = engines
         self.plugins = list(plugins)
         self.state = State.BOOTING
@@ -127,6 +135,10 @@ class Worker:
         self.config.require_for_run()
         tasks_dir = Path(self.config.tasks_dir)
         tasks_dir.mkdir(parents=True, exist_ok=True)
+        if not self.config.run_tasks_as_current_user:  # task users must not read our secrets
+            from tcworker.lockdown import lock_down
+
+            await asyncio.to_thread(lock_down, self.config, self.config_path)
         for leftover in sorted(tasks_dir.glob(LOG_DIR_PREFIX + "*")):
             log.info("removing leftover run log folder %s", leftover)
             await asyncio.to_thread(shutil.rmtree, leftover, ignore_errors=True)
@@ -217,7 +229,7 @@ class Worker:
 
     async def _run_guarded(self, run) -> None:
         started = time.monotonic()
-        log_event(log, "task-claimed", taskId=run.task_id, runId=run.run_id)
+        log_event("task-claimed", taskId=run.task_id, runId=run.run_id)
         try:
             resolution = await run.execute()
             if resolution.state is None:
@@ -226,7 +238,7 @@ class Worker:
                 outcome = f"exception/{resolution.reason}"
             else:
                 outcome = resolution.state
-            log_event(log, "task-resolved", taskId=run.task_id, runId=run.run_id, resolution=outcome,
+            log_event("task-resolved", taskId=run.task_id, runId=run.run_id, resolution=outcome,
                       durationSecs=round(time.monotonic() - started, 3))
         except asyncio.CancelledError:
             raise
@@ -280,7 +292,7 @@ class Worker:
             abort_now.cancel()
 
 
-def run_worker(config: WorkerConfig, *, with_worker_runner: bool = False) -> int:
+def run_worker(config: WorkerConfig, *, with_worker_runner: bool = False, config_path=None) -> int:
     """``tcworker run``: run the worker until it stops; returns the process exit code."""
     if with_worker_runner:  # worker-runner protocol on stdin/stdout (issue 11)
         from tcworker.runner import run_with_worker_runner
@@ -294,11 +306,11 @@ def run_worker(config: WorkerConfig, *, with_worker_runner: bool = False) -> int
     except ConfigError as err:
         log.error("%s", err)
         return int(ExitCode.INVALID_CONFIG)
-    return asyncio.run(_main(config))
+    return asyncio.run(_main(config, config_path))
 
 
-async def _main(config: WorkerConfig) -> int:
-    worker = Worker(config)
+async def _main(config: WorkerConfig, config_path=None) -> int:
+    worker = Worker(config, config_path=config_path)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.request_stop, "SIGTERM", ExitCode.WORKER_SHUTDOWN)
     loop.add_signal_handler(signal.SIGINT, worker.request_stop, "SIGINT", ExitCode.SIGINT)

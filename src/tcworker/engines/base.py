@@ -40,6 +40,8 @@ class SandboxSpec:
         max_run_time_s: wall-clock budget in seconds for all commands together (``maxRunTime``),
             or None for no limit. When exceeded the tree is terminated like :meth:`Sandbox.abort`
             and the result has ``timed_out=True``.
+        os_groups: OS group names the commands also run in (native ``osGroups``, scope-checked);
+            only engines with a user per run (native multiuser) add them; others ignore them.
         engine_options: engine-specific settings built by the engine's plugin (docker:
             :class:`tcworker.engines.docker.ContainerOptions`); None for the engine's defaults.
 
@@ -55,6 +57,7 @@ class SandboxSpec:
     env: Mapping[str, str]
     max_run_time_s: float | None = None
     engine_options: Any = None
+    os_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.commands:
@@ -108,9 +111,16 @@ class Sandbox(ABC):
 
     Attributes:
         task_dir: host directory of the task (native: the commands' working directory).
+        owner: ``(uid, gid)`` the commands run as when the engine gives each run its own OS user
+            (native multiuser); None when they run as the worker's user. Whatever a plugin puts
+            into the task (mounts, caches) must belong to it (``chown -R``).
+        user_env: the base environment of that user (``PATH``, ``HOME``, ``USER``, ``LOGNAME``),
+            taken instead of the worker's own; None: the worker's.
     """
 
     task_dir: Path
+    owner: tuple[int, int] | None = None
+    user_env: Mapping[str, str] | None = None
 
     @abstractmethod
     async def run(self, spec: SandboxSpec) -> ExitResult:

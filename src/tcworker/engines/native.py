@@ -13,7 +13,16 @@ Per run (see ``../shared/reference/peer-workers.md`` 1.2, 3.4, 3.11 for generic-
   (a background child holding stdout cannot hold the run), then the whole tree is SIGKILLed and
   waited for. Abort and ``maxRunTime``: SIGTERM to the tree, ``kill_grace_period_s``, SIGKILL.
 
-What does not live here: building the env (the task runner), payload parsing, artifacts.
+Multiuser mode (config ``runTasksAsCurrentUser: false``, needs root; generic-worker's multiuser
+engine, ``peer-workers.md`` 3.11): each run gets a fresh OS user (:mod:`.taskuser`) owning its
+task directory (0700, under a tasks directory made 0711), every command runs as that user
+(cgroup join first, then groups/gid/uid dropped in the child), ``osGroups`` make it a member of
+those groups for the run, and when the commands end every process of that uid is killed, not only
+the tree. ``dispose`` deletes the user (and its home unless kept); ``boot`` sweeps leftover users.
+The sandbox's ``owner`` and ``user_env`` say who the task is.
+
+What does not live here: building the env (the task runner), payload parsing, artifacts, scope
+checks (the task runner), locking down the worker's own files (:mod:`tcworker.lockdown`).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tcworker.config import WorkerConfig
@@ -44,7 +53,8 @@ from tcworker.engines.proctree import (
     find_cgroup_base,
     sweep_cgroups,
 )
-from tcworker.errors import ConfigError
+from tcworker.engines.taskuser import TaskUser, create_task_user, group_exists, prepare_multiuser
+from tcworker.errors import ConfigError, MalformedPayload
 from tcworker.logs import TaskLog
 
 logger = logging.getLogger(__name__)
@@ -62,6 +72,9 @@ class NativeEngine(Engine):
         config: uses ``tasks_dir``, ``kill_grace_period_s``, ``output_drain_s``.
         use_cgroup: True requires a usable cgroup v2 (boot raises otherwise), False forces the
             session-based fallback, None (default) picks cgroup v2 when usable.
+
+    Attributes:
+        multiuser: each run as its own OS user (``not config.run_tasks_as_current_user``).
     """
 
     name = "native"
@@ -69,6 +82,8 @@ class NativeEngine(Engine):
     def __init__(self, config: WorkerConfig, *, use_cgroup: bool | None = None) -> None:
         self.config = config
         self.tasks_dir = Path(config.tasks_dir).absolute()
+        self.multiuser = not config.run_tasks_as_current_user
+        self._user_lock = asyncio.Lock()  # one useradd at a time: they contend for /etc/passwd
         self._use_cgroup = use_cgroup
         self._cgroup_base: Path | None = None
         self._booted = False
@@ -83,8 +98,12 @@ class NativeEngine(Engine):
 
         Runs once: later calls return at once (a second sweep would hit this engine's own runs).
 
+        Multiuser: also checks root, makes ``tasks_dir`` 0711 and worker-owned, checks that task
+        users can reach it, and sweeps leftover task users (:func:`.taskuser.sweep_task_users`).
+
         Raises:
-            ConfigError: ``use_cgroup=True`` but no usable cgroup v2; ``tasks_dir`` not creatable.
+            ConfigError: ``use_cgroup=True`` but no usable cgroup v2; ``tasks_dir`` not creatable;
+                multiuser without root, without ``useradd``, or with an unreachable ``tasks_dir``.
         """
         if self._booted:
             return
@@ -102,36 +121,58 @@ class NativeEngine(Engine):
             swept = await sweep_cgroups(self._cgroup_base, cgroup_prefix(self.tasks_dir))
             if swept:
                 logger.info("native engine: removed leftover cgroups %s", swept)
+        if self.multiuser:
+            swept = await prepare_multiuser(self.tasks_dir)
+            if swept:
+                logger.info("native engine: removed leftover task users %s", swept)
         for leftover in sorted(self.tasks_dir.glob(TASK_DIR_PREFIX + "*")):
             logger.info("native engine: removing leftover task directory %s", leftover)
             await asyncio.to_thread(shutil.rmtree, leftover, ignore_errors=True)
         self._booted = True
 
     async def create_sandbox(self, task_id: str, run_id: int, log: TaskLog) -> NativeSandbox:
-        """A fresh task directory and process tree for one run (boots the engine if needed)."""
+        """A fresh task directory and process tree for one run (boots the engine if needed).
+
+        Multiuser: also a fresh OS user owning the directory.
+
+        Raises:
+            OSError: the directory, cgroup or user could not be made (``TaskUserError``).
+        """
         if not self._booted:
             await self.boot()
         safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:22]
         task_dir = Path(tempfile.mkdtemp(prefix=f"{TASK_DIR_PREFIX}{safe_id}-{run_id}-", dir=self.tasks_dir))
+        user: TaskUser | None = None
         try:
+            if self.multiuser:
+                async with self._user_lock:
+                    user = await create_task_user(task_id, run_id, task_dir)
             tree: ProcessTree
             if self._cgroup_base is not None:
                 tree = CgroupTree(self._cgroup_base / (cgroup_prefix(self.tasks_dir) + task_dir.name))
             else:
                 tree = SessionTree()
-        except OSError:
+        except BaseException:
+            if user is not None:
+                await asyncio.shield(user.remove(keep_home=False))
             shutil.rmtree(task_dir, ignore_errors=True)
             raise
-        return NativeSandbox(task_dir, log, tree, self.config)
+        return NativeSandbox(task_dir, log, tree, self.config, user=user)
 
 
 class NativeSandbox(Sandbox):
     """One run of the native engine. Built by :meth:`NativeEngine.create_sandbox`."""
 
-    def __init__(self, task_dir: Path, log: TaskLog, tree: ProcessTree, config: WorkerConfig) -> None:
+    def __init__(
+        self, task_dir: Path, log: TaskLog, tree: ProcessTree, config: WorkerConfig, *, user: TaskUser | None = None
+    ) -> None:
         self.task_dir = task_dir
         self.log = log
         self._tree = tree
+        self.user = user
+        if user is not None:
+            self.owner = (user.uid, user.gid)
+            self.user_env = user.env
         self._grace_s = config.kill_grace_period_s
         self._drain_s = config.output_drain_s
         self._abort_reason: str | None = None
@@ -151,6 +192,7 @@ class NativeSandbox(Sandbox):
         outcome = CommandOutcome(index=None)
         self._stopped.clear()
         try:
+            await self._join_os_groups(spec.os_groups)
             for index, argv in enumerate(spec.commands):
                 if self._abort_reason is not None:
                     self.log.warn(f"Not running command {index}: aborted ({self._abort_reason})")
@@ -164,7 +206,11 @@ class NativeSandbox(Sandbox):
                 if not outcome.succeeded:
                     break
         finally:
-            self._stopped.set()
+            try:
+                if self.user is not None:  # not only the tree: every process of the task's uid
+                    await asyncio.shield(self.user.kill_processes())
+            finally:
+                self._stopped.set()
         return outcome.result(aborted=self._abort_reason is not None, duration_s=time.monotonic() - started)
 
     async def abort(self, reason: str) -> None:
@@ -183,9 +229,42 @@ class NativeSandbox(Sandbox):
         self._abort_reason = self._abort_reason or "sandbox disposed"
         self._abort_requested.set()
         await self._stopped.wait()
-        await self._tree.close()
-        if not keep:
-            await asyncio.to_thread(shutil.rmtree, self.task_dir, ignore_errors=True)
+        try:
+            await self._tree.close()
+            if self.user is not None:
+                await self.user.remove(keep_home=keep)
+        finally:
+            if not keep:
+                await asyncio.to_thread(shutil.rmtree, self.task_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ multiuser
+    async def _join_os_groups(self, names: tuple[str, ...]) -> None:
+        """Make the task user a member of ``osGroups`` (scopes were checked by the task runner).
+
+        Raises:
+            MalformedPayload: a group does not exist on this worker.
+        """
+        if self.user is None or not names:
+            return
+        try:
+            await self.user.add_groups(names)
+        except KeyError:
+            unknown = [name for name in names if not group_exists(name)]
+            raise MalformedPayload(f"payload.osGroups: no such OS group on this worker: {', '.join(unknown)}") from None
+        self.log.info(f"Task user {self.user.name} joined OS groups {', '.join(names)}")
+
+    def _preexec(self) -> Callable[[], None] | None:
+        """Child-side setup: join the cgroup (needs root), then become the task user."""
+        join, user = self._tree.preexec(), self.user
+        if user is None:
+            return join
+
+        def preexec() -> None:
+            if join is not None:
+                join()
+            user.drop_privileges()
+
+        return preexec
 
     # ------------------------------------------------------------------ one command
     async def _run_command(
@@ -205,7 +284,7 @@ class NativeSandbox(Sandbox):
                 cwd=self.task_dir,
                 env={_utf8(name): _utf8(value) for name, value in env.items()},
                 start_new_session=True,
-                preexec_fn=self._tree.preexec(),
+                preexec_fn=self._preexec(),
             )
         except (OSError, ValueError, subprocess.SubprocessError) as err:
             os.close(read_fd)
