@@ -29,4 +29,8 @@ def make_plugins(config: WorkerConfig, *, mode: str = "run") -> list[Plugin]:
         from tcworker.plugins.mounts import MountsPlugin
 
         plugins.append(MountsPlugin(config, mode=mode))
+    if config.enable_taskcluster_proxy:
+        from tcworker.plugins.proxy import ProxyPlugin
+
+        plugins.append(ProxyPlugin(config))
     return plugins
