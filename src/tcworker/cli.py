@@ -105,9 +105,13 @@ def exec_(task_file, out_dir, config_path, engine, task_id, env_pairs, keep_task
 @click.option("--with-worker-runner", is_flag=True, help="speak worker-runner's protocol on stdin/stdout")
 def run(config_path: str, with_worker_runner: bool) -> None:
     """Claim and run tasks from a Taskcluster queue until told to stop."""
+    if with_worker_runner:  # the runner hears why a config cannot be loaded (error-report)
+        from tcworker.runner import run_with_worker_runner
+
+        sys.exit(run_with_worker_runner(config_path))
     from tcworker.worker import run_worker
 
-    sys.exit(run_worker(_load_config(config_path), with_worker_runner=with_worker_runner, config_path=config_path))
+    sys.exit(run_worker(_load_config(config_path), config_path=config_path))
 
 
 def main() -> None:

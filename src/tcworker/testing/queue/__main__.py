@@ -39,12 +39,17 @@ async def _serve(emu: QueueEmulator) -> None:
 @click.option("--validate-schemas/--no-validate-schemas", default=None,
               help="Validate bodies against ../shared schemas (default: when found).")
 @click.option("--no-anonymous", is_flag=True, help="Give the anonymous role no scopes.")
+@click.option("--pulse-url", default=None, help="AMQP URL: publish the queue's Pulse messages there.")
+@click.option("--pulse-prefix", default="exchange/taskcluster-queue/v1/", show_default=True,
+              help="Exchange prefix of the Pulse messages.")
 def main(port: int, claim_timeout_s: float, long_poll_s: float, deadline_delay_s: float,
-         validate_schemas: bool | None, no_anonymous: bool) -> None:
+         validate_schemas: bool | None, no_anonymous: bool, pulse_url: str | None,
+         pulse_prefix: str) -> None:
     """Serve a local Taskcluster Queue/Object/Purge-Cache/Index emulator."""
     emu = QueueEmulator(port=port, claim_timeout_s=claim_timeout_s, long_poll_s=long_poll_s,
                         deadline_delay_s=deadline_delay_s, validate_schemas=validate_schemas,
-                        anonymous_scopes=[] if no_anonymous else None, strict=False)
+                        anonymous_scopes=[] if no_anonymous else None, strict=False,
+                        pulse_url=pulse_url, pulse_prefix=pulse_prefix)
     asyncio.run(_serve(emu))
 
 

@@ -53,12 +53,15 @@ class QueueEmulator:
             are missing), False = never, None (default) = when the schemas are found.
         anonymous_scopes: scopes of the ``anonymous`` role; None = what a public deployment grants.
         strict: on exit, raise AssertionError if a response failed its schema or a handler crashed.
+        pulse_url, pulse_prefix: when an AMQP URL is given, publish the queue's Pulse messages to
+            ``<pulse_prefix><exchange>`` (``pulse.py``; ``emu.pulse`` is the publisher).
     """
 
     def __init__(self, *, port: int = 0, claim_timeout_s: float = 1200, long_poll_s: float = 20,
                  deadline_delay_s: float = 60, resolver_interval_s: float = 0.1,
                  validate_schemas: bool | None = None, anonymous_scopes: list[str] | None = None,
-                 strict: bool = True) -> None:
+                 strict: bool = True, pulse_url: str | None = None,
+                 pulse_prefix: str = "exchange/taskcluster-queue/v1/") -> None:
         self.port = port
         self.long_poll_s = long_poll_s
         self.resolver_interval_s = resolver_interval_s
@@ -76,6 +79,8 @@ class QueueEmulator:
         self.schema_errors: list[str] = []
         self.errors: list[str] = []
         self.schemas = self._load_schemas(validate_schemas)
+        self.pulse_url, self.pulse_prefix = pulse_url, pulse_prefix
+        self.pulse = None  # a .pulse.PulsePublisher once started with pulse_url
         self.closing = False
         self._closing_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -114,6 +119,10 @@ class QueueEmulator:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._resolver = asyncio.create_task(self._resolve_forever(), name="queue-emulator-resolver")
+        if self.pulse_url:
+            from .pulse import PulsePublisher
+
+            self.pulse = await PulsePublisher(self.pulse_url, self.pulse_prefix).start(self.state)
         return self
 
     async def stop(self) -> None:
@@ -129,6 +138,8 @@ class QueueEmulator:
                 pass
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.pulse is not None:
+            await self.pulse.stop()
 
     async def __aenter__(self) -> QueueEmulator:
         return await self.start()
