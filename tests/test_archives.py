@@ -102,8 +102,10 @@ def test_given_a_zip_with_unix_modes_when_extracted_then_the_executable_bit_and_
     [link("abs", "/etc/passwd")],
     [link("hard", "../outside", tarfile.LNKTYPE)],
     [link("d", "."), link("d/../../evil", "x")],
+    [link("l1", "."), link("l1/l2", ".."), ("l1/l2/evil", b"x", 0o644)],  # lexically inside, really not
+    [link("in", "sub"), ("sub/x", b"x", 0o644), link("in/up", "../../.."), ("in/up/evil", b"x", 0o644)],
 ], ids=["dotdot", "nested-dotdot", "absolute", "symlink-out", "symlink-absolute", "hardlink-out",
-        "link-then-dotdot"])
+        "link-then-dotdot", "link-chain", "link-through-link"])
 def test_given_a_tar_escaping_its_target_when_extracted_then_refused_and_nothing_written_outside(
         tmp_path: Path, entries):
     target = tmp_path / "a" / "b" / "out"
@@ -112,6 +114,19 @@ def test_given_a_tar_escaping_its_target_when_extracted_then_refused_and_nothing
     assert not (tmp_path / "a" / "b" / "evil").exists()
     assert not (tmp_path / "a" / "evil").exists()
     assert not Path("/tmp/evil-absolute").exists()
+
+
+def test_given_a_device_or_fifo_entry_when_extracted_then_refused(tmp_path: Path):
+    fifo = tarfile.TarInfo("pipe")
+    fifo.type = tarfile.FIFOTYPE
+    with pytest.raises(ArchiveError):
+        extract(io.BytesIO(tar_bytes([fifo])), tmp_path / "out", "tar")
+
+
+def test_given_a_setuid_world_writable_file_then_extracted_without_those_bits(tmp_path: Path):
+    extract(io.BytesIO(tar_bytes([("f", b"x", 0o4777), ("g", b"y", 0o444)])), tmp_path / "out", "tar")
+    assert stat.S_IMODE(os.stat(tmp_path / "out" / "f").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(tmp_path / "out" / "g").st_mode) == 0o644  # owner can write
 
 
 def test_given_a_symlink_then_a_file_through_it_when_extracted_then_the_outside_file_is_untouched(tmp_path: Path):

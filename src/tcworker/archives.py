@@ -33,7 +33,7 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -112,6 +112,15 @@ class _Lz4Reader:
     def read(self, size: int = -1) -> bytes:
         try:
             return self.inner.read(size)
+        except RuntimeError as err:
+            raise ArchiveError(f"not valid lz4 data: {err}") from None
+
+    def tell(self) -> int:
+        return self.inner.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self.inner.seek(offset, whence)
         except RuntimeError as err:
             raise ArchiveError(f"not valid lz4 data: {err}") from None
 
@@ -230,19 +239,58 @@ def _check_link(name: str, target: str, *, hard: bool) -> None:
         raise ArchiveError(f"link {name!r} points outside the target ({target!r})")
 
 
-def _checked_tar_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-    for member in tar:
-        check_entry_name(member.name)
-        if member.issym() or member.islnk():
+class _TarFence:
+    """The extraction filter of one tar archive.
+
+    Every entry is checked lexically (:func:`check_entry_name`, :func:`_check_link`). Entries
+    whose path passes through a symlink (one made by this archive, or anything when ``dest`` was
+    not empty), and links themselves, also go through ``tarfile``'s ``data`` filter, which
+    resolves paths on disk (``realpath``): lexical checks alone are fooled by ``l1 -> .`` then
+    ``l1/l2 -> ..``. Other entries get the same attributes as the ``data`` filter gives them
+    without its per-entry ``realpath`` (the bulk of extraction time for many small files).
+    """
+
+    def __init__(self, dest: Path) -> None:
+        self.suspect_all = any(dest.iterdir())
+        self.links: set[str] = set()
+
+    def __call__(self, member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
+        name = check_entry_name(member.name)
+        is_link = member.issym() or member.islnk()
+        if is_link:
             _check_link(member.name, member.linkname, hard=member.islnk())
-        yield member
+        parts = name.split("/")
+        through = self.suspect_all or any("/".join(parts[:i]) in self.links for i in range(1, len(parts) + 1))
+        if member.issym():
+            self.links.add(name)
+        if through or is_link:
+            return tarfile.data_filter(member, dest_path)
+        return _data_attrs(member)
+
+
+def _data_attrs(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """What ``tarfile.data_filter`` does to a regular file or directory, minus the path checks."""
+    attrs: dict = {"uid": None, "gid": None, "uname": None, "gname": None}
+    if member.isreg():
+        mode = member.mode & 0o755
+        if not mode & 0o100:
+            mode &= ~0o111
+        attrs["mode"] = mode | 0o600
+    elif member.isdir():
+        attrs["mode"] = None
+    else:
+        raise ArchiveError(f"entry {member.name!r} is a special file (device or pipe)")
+    return member.replace(**attrs, deep=False)
 
 
 def _extract_tar(stream: BinaryIO, dest: Path) -> None:
-    # "r|" streams: the archive is read once, front to back, as it is decompressed.
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK_BYTES) as tar:
+    # Read once, front to back, as it is decompressed. "r:" needs only forward seeks, which the
+    # decompressors offer, and skips "r|"'s buffer copies; readers without seek use "r|".
+    seekable = hasattr(stream, "seek") and hasattr(stream, "tell")
+    mode, extra = ("r:", {}) if seekable else ("r|", {"bufsize": CHUNK_BYTES})
+    with tarfile.open(fileobj=stream, mode=mode, **extra) as tar:
         tar.copybufsize = CHUNK_BYTES
-        tar.extractall(dest, members=_checked_tar_members(tar), filter="data")
+        tar.extractall(dest, filter=_TarFence(dest))
 
 
 def _extract_zip(source: BinaryIO, dest: Path) -> None:
