@@ -354,22 +354,28 @@ def wants_host_gone(config: WorkerConfig, exit_code: int) -> bool:
 
 
 # ------------------------------------------------------------------ entry point
-def run_with_worker_runner(config_source: WorkerConfig | str | os.PathLike[str]) -> int:
+def run_with_worker_runner(config_source: WorkerConfig | str | os.PathLike[str], *,
+                           config_path: str | os.PathLike[str] | None = None) -> int:
     """``tcworker run --config F --with-worker-runner``: the whole session → process exit code.
 
     Args:
         config_source: a loaded config, or the path of the file (loaded after the handshake, so a
             broken file is reported to the runner as an ``error-report``).
+        config_path: the file of a loaded ``config_source`` (the worker locks it down in
+            multiuser mode).
 
     Returns:
         0 / 68 / 69 / 71 / 72 as the worker; 64 when the file cannot be loaded, 73 when keys are
         missing.
     """
+    if config_path is None and not isinstance(config_source, WorkerConfig):
+        config_path = config_source
     fds = take_over_stdio()
-    return asyncio.run(_session(config_source, fds))
+    return asyncio.run(_session(config_source, fds, config_path))
 
 
-async def _session(config_source: WorkerConfig | str | os.PathLike[str], fds: StdioFds) -> int:
+async def _session(config_source: WorkerConfig | str | os.PathLike[str], fds: StdioFds,
+                   config_path: str | os.PathLike[str] | None) -> int:
     protocol = Protocol(fds.read_fd, fds.write_fd)
     boot_config = config_source if isinstance(config_source, WorkerConfig) else WorkerConfig()
     install_log_handler(protocol, boot_config)
@@ -382,7 +388,7 @@ async def _session(config_source: WorkerConfig | str | os.PathLike[str], fds: St
         if isinstance(config, int):
             return config
         install_log_handler(protocol, config)
-        return await _work(config, protocol)
+        return await _work(config, protocol, config_path)
     finally:
         await protocol.close()
 
@@ -403,8 +409,8 @@ def _load(config_source: WorkerConfig | str | os.PathLike[str], protocol: Protoc
         return int(code)
 
 
-async def _work(config: WorkerConfig, protocol: Protocol) -> int:
-    worker = Worker(config)
+async def _work(config: WorkerConfig, protocol: Protocol, config_path: str | os.PathLike[str] | None) -> int:
+    worker = Worker(config, config_path=config_path)
     RunnerBridge(protocol, worker)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.request_stop, "SIGTERM", ExitCode.WORKER_SHUTDOWN)

@@ -297,7 +297,7 @@ def run_worker(config: WorkerConfig, *, with_worker_runner: bool = False, config
     if with_worker_runner:  # worker-runner protocol on stdin/stdout (issue 11)
         from tcworker.runner import run_with_worker_runner
 
-        return run_with_worker_runner(config)
+        return run_with_worker_runner(config, config_path=config_path)
     from tcworker.logsetup import setup_logging
 
     setup_logging(config)
