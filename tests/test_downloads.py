@@ -109,3 +109,14 @@ async def test_given_a_refused_connection_then_resource_unavailable(tmp_path: Pa
         port = sock.getsockname()[1]
     with pytest.raises(ResourceUnavailable):
         await fetch(DownloadStore(tmp_path / "dl"), f"http://127.0.0.1:{port}/x")
+
+
+async def test_given_a_crashed_download_when_swept_then_partial_files_and_missing_entries_go(server, tmp_path: Path):
+    store = DownloadStore(tmp_path / "dl")
+    await fetch(store, server.url + "/tool.bin")
+    (tmp_path / "dl" / ".part-0123").write_bytes(b"half")
+    with store.index.edit() as data:
+        data["urlcontent:gone"] = {"sha256": "f" * 64, "size_bytes": 1, "created": 0.0, "last_used": 0.0}
+    store.sweep()
+    assert not (tmp_path / "dl" / ".part-0123").exists()
+    assert [f.keys for f in store.idle()] == [(f"urlcontent:{server.url}/tool.bin",)]

@@ -158,3 +158,28 @@ async def test_given_purge_requests_forbidden_then_polling_stops_after_one_log_l
         assert [c.status for c in emu.calls_to("purgeRequests")] == [403]
     lines = [r.getMessage() for r in caplog.records if "purge" in r.getMessage()]
     assert len(lines) == 1 and "polling off" in lines[0]
+
+
+async def test_given_a_short_disk_then_the_worker_evicts_idle_caches_before_claiming(emu, tmp_path, monkeypatch):
+    import tcworker.caches as caches_module
+
+    scopes = ["generic-worker:cache:purgeable"]
+    big = payload("head -c 3000000 /dev/zero > c/blob; echo stored", mounts=[{"cacheName": "purgeable", "directory": "c"}])
+    first = await emu.create_task(payload=big, scopes=scopes)
+    await run_worker(emu, tmp_path, 1)
+    assert emu.task_state(first) == "completed"
+    assert caches_module.CacheStore(tmp_path / "caches").idle()  # kept, idle
+
+    # a pretend 4 MiB disk holding tasks, caches and downloads; the worker requires 2 MiB free
+    def free_bytes(_config) -> int:
+        used = sum(caches_module.tree_size_bytes(tmp_path / d) for d in ("tasks", "caches", "downloads"))
+        return 4 * 1024 * 1024 - used
+
+    monkeypatch.setattr(caches_module, "_free_bytes", free_bytes)
+    check = payload("echo entries=$(ls -A c | wc -l)", mounts=[{"cacheName": "purgeable", "directory": "c"}])
+    second = await emu.create_task(payload=check, scopes=scopes)
+    config = daemon_config(emu, tmp_path, 1).model_copy(update={"required_disk_space_megabytes": 2})
+    worker = Worker(config, plugins=[MountsPlugin(config)])
+    assert await asyncio.wait_for(worker.run(), WAIT_S) == 0
+    assert emu.task_state(second) == "completed"
+    assert "entries=0" in task_log(emu, second)  # evicted before the claim: a new, empty cache

@@ -120,6 +120,16 @@ class DownloadStore:
                 path.unlink()
         return size
 
+    def sweep(self) -> None:
+        """Worker start: remove partial downloads of a crashed worker and forget missing files."""
+        if not self.dir.is_dir():
+            return
+        for part in self.dir.glob(".part-*"):
+            part.unlink(missing_ok=True)
+        with self.index.edit() as data:
+            for key in [k for k, raw in data.items() if not (self.dir / raw["sha256"]).is_file()]:
+                del data[key]
+
     async def open(self, key: str, fetcher: Fetcher, *, sha256: str | None, label: str,
                    warn: Callable[[str], None]) -> BinaryIO:
         """An open binary file with the content of ``key``, fetched unless a verified copy exists.

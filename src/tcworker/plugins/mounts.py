@@ -67,6 +67,7 @@ class MountsPlugin(Plugin):
         self.caches.dir.mkdir(parents=True, exist_ok=True)
         if self.mode == "run":
             await asyncio.to_thread(self.caches.sweep)
+            await asyncio.to_thread(self.downloads.sweep)
 
     def new_run(self, run: "TaskRun") -> TaskPlugin | None:
         mounts = getattr(run.parsed.payload, "mounts", None)
