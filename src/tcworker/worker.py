@@ -34,16 +34,10 @@ from pathlib import Path
 
 from tcworker.config import WorkerConfig
 from tcworker.errors import ConfigError, QueueError, WorkerShutdown
-from tcworker.logsetup import IdleReporter
+from tcworker.logsetup import IdleReporter, log_event
 from tcworker.runclaim import LOG_DIR_PREFIX
 
 log = logging.getLogger("tcworker.worker")
-
-
-def log_event(event: str, **fields: object) -> None:
-    """One worker log line ``<event> key=value ...``; the fields also go to JSON log lines."""
-    text = " ".join(f"{key}={value}" for key, value in fields.items())
-    log.info("%s %s", event, text, extra={"event": event, **fields})
 
 
 class ExitCode(enum.IntEnum):
@@ -229,7 +223,7 @@ class Worker:
 
     async def _run_guarded(self, run) -> None:
         started = time.monotonic()
-        log_event("task-claimed", taskId=run.task_id, runId=run.run_id)
+        log_event(log, "task-claimed", taskId=run.task_id, runId=run.run_id)
         try:
             resolution = await run.execute()
             if resolution.state is None:
@@ -238,7 +232,7 @@ class Worker:
                 outcome = f"exception/{resolution.reason}"
             else:
                 outcome = resolution.state
-            log_event("task-resolved", taskId=run.task_id, runId=run.run_id, resolution=outcome,
+            log_event(log, "task-resolved", taskId=run.task_id, runId=run.run_id, resolution=outcome,
                       durationSecs=round(time.monotonic() - started, 3))
         except asyncio.CancelledError:
             raise
