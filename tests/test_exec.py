@@ -157,6 +157,7 @@ def test_output_folder_layout(tmp_path: Path) -> None:
     assert (out / "private/f.bin").read_bytes() == b"xyz"
     live, backing = out / "public/logs/live.log", out / "public/logs/live_backing.log"
     assert live.is_file() and not live.is_symlink() and live.read_bytes() == backing.read_bytes()
+    assert [p.name for p in (out / ".tcworker").iterdir()] == ["artifacts.json"]   # no scratch left
     for name in ("public/d/a.txt", "public/d/sub/b.json", "private/f.bin", "public/logs/live_backing.log"):
         entry = entries[name]
         data = (out / name).read_bytes()

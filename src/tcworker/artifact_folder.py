@@ -1,7 +1,8 @@
 """``tcworker exec``'s artifact sink: artifacts written to a folder instead of the queue.
 
-:func:`write_to_folder` copies each data artifact to ``DIR/<name>``, writes a ``link`` artifact as a
-copy of its target under its own name, never writes an error artifact under its name, and records
+:func:`write_to_folder` copies each data artifact to ``DIR/<name>`` (renames exec's scratch log into
+place), writes a ``link`` artifact as a file under its own name (a hard link to its target's file,
+or a copy across filesystems), never writes an error artifact under its name, and records
 every artifact in ``DIR/.tcworker/artifacts.json``::
 
     {"artifacts": [
@@ -18,9 +19,11 @@ What does not live here: collecting the files (:mod:`tcworker.artifacts`), queue
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -45,6 +48,7 @@ def write_to_folder(
     *,
     links: Mapping[str, str] | None = None,
     storage_type: str = "object",
+    moves: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Write ``artifacts`` below ``out_dir`` and return the manifest (also written to disk).
 
@@ -56,6 +60,8 @@ def write_to_folder(
         out_dir: the folder (created when missing).
         links: ``{link name: target artifact name}`` (the live log's ``link`` artifact).
         storage_type: recorded for data artifacts (``object`` or ``s3``, as the worker would upload).
+        moves: names of artifacts whose file is a scratch file (exec's task log): renamed into place
+            when on the same filesystem instead of copied (the source is gone afterwards).
 
     Returns:
         ``{"artifacts": [entry, ...]}`` sorted by name; each entry has ``name``, ``storageType``,
@@ -73,7 +79,7 @@ def write_to_folder(
             entries[artifact.name] = _error_entry(artifact.name, artifact.reason, artifact.message)
             _remove_stale(real_out, artifact.name)
             continue
-        entry = _write_data(artifact, real_out, storage_type)
+        entry = _write_data(artifact, real_out, storage_type, move=artifact.name in moves)
         entries[artifact.name] = entry
         if entry["storageType"] != "error":
             written[artifact.name] = entry
@@ -127,14 +133,21 @@ def _error_entry(name: str, reason: str, message: str) -> dict[str, Any]:
     }
 
 
-def _write_data(artifact: DataArtifact, out_dir: str, storage_type: str) -> dict[str, Any]:
+def _write_data(artifact: DataArtifact, out_dir: str, storage_type: str, move: bool = False) -> dict[str, Any]:
     try:
         dest = destination(out_dir, artifact.name)
+        if move and _moved(artifact.path, dest):
+            with open(dest, "rb") as moved:
+                sha256 = hashlib.file_digest(moved, "sha256").hexdigest()
+            return {"name": artifact.name, "storageType": storage_type, "contentType": artifact.content_type,
+                    "size": os.stat(dest).st_size, "sha256": sha256}
         source, size = open_artifact(artifact)
     except ValueError as err:
         return _error_entry(artifact.name, INVALID_RESOURCE, str(err))
     except ArtifactGone as gone:
         return _error_entry(artifact.name, gone.reason, str(gone))
+    except OSError as err:  # only from a move: open_artifact raises ArtifactGone
+        return _error_entry(artifact.name, INVALID_RESOURCE, f"cannot move {artifact.path} into place: {err}")
     with source:
         try:
             sha256 = _copy(source, size, dest)
@@ -149,14 +162,41 @@ def _write_data(artifact: DataArtifact, out_dir: str, storage_type: str) -> dict
     }
 
 
+def _moved(source: Path, dest: Path) -> bool:
+    """Rename ``source`` to ``dest``; False (nothing done) when they are on different filesystems."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(source, dest)
+    except OSError as err:
+        if err.errno == errno.EXDEV:
+            return False
+        raise
+    return True
+
+
 def _write_link(name: str, target: str, written: Mapping[str, dict[str, Any]], out_dir: str) -> dict[str, Any]:
     entry = written.get(target)
     if entry is None:
         return _error_entry(name, INVALID_RESOURCE, f"link target {target!r} is not a written data artifact")
     try:
         dest = destination(out_dir, name)
-        with open(Path(out_dir, *target.split("/")), "rb") as source:
-            sha256 = _copy(source, entry["size"], dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tcworker-", dir=dest.parent)
+        os.close(fd)
+        os.unlink(tmp)
+        try:  # a hard link to the file just written (else a kernel-side copy): size and sha256 known
+            try:
+                os.link(Path(out_dir, *target.split("/")), tmp)
+            except OSError:
+                shutil.copyfile(Path(out_dir, *target.split("/")), tmp)
+            if os.stat(tmp).st_size != entry["size"]:
+                raise ValueError(f"{target!r} changed while copying")
+            os.replace(tmp, dest)
+        except BaseException:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
+        sha256 = entry["sha256"]
     except (OSError, ValueError) as err:
         return _error_entry(name, INVALID_RESOURCE, f"cannot write link {name!r}: {err}")
     return {

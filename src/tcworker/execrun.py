@@ -60,7 +60,8 @@ class FolderOutlet(RunOutlet):
             expires=expires,
         )
         manifest = await asyncio.to_thread(
-            write_to_folder, [*self.artifacts, backing], self.out_dir, links={names.live: names.backing}
+            write_to_folder, [*self.artifacts, backing], self.out_dir, links={names.live: names.backing},
+            moves=frozenset({names.backing}),
         )
         self.manifest = manifest["artifacts"]
 
@@ -98,7 +99,9 @@ async def _exec(task: dict, task_id: str, out_dir: Path, options: ExecOptions, c
     for plugin in plugins:
         await plugin.boot()
     outlet = FolderOutlet(out_dir)
-    with tempfile.TemporaryDirectory(prefix="tcworker-exec-") as scratch:
+    scratch_parent = out_dir / ".tcworker"   # the log is renamed into the folder, not copied
+    scratch_parent.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="scratch-", dir=scratch_parent) as scratch:
         run = TaskRun(
             task=task,
             task_id=task_id,
