@@ -213,3 +213,30 @@ async def test_given_no_broker_then_the_worker_works_and_says_so_once(tmp_path, 
     assert emu.task_state(task_id) == "completed"
     warnings = [r for r in caplog.records if r.name == "tcworker.queue.pulse" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "guest:***@" in warnings[0].getMessage()
+
+
+async def test_given_a_lost_connection_then_the_listener_reconnects_and_fires_again(rabbitmq, prefix):
+    async with QueueEmulator(long_poll_s=0.2, pulse_url=rabbitmq, pulse_prefix=prefix) as emu:
+        listener = PulseListener(rabbitmq, prefix=prefix, worker_group=GROUP, worker_id=WORKER_ID,
+                                 backoff_max_s=1.0)
+        listener.start()
+        try:
+            await asyncio.wait_for(listener.ready.wait(), WAIT_S)
+            old = listener.connection
+            await old.close()                               # as if the broker dropped us
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + WAIT_S
+            while not (listener.ready.is_set() and listener.connection not in (None, old)):
+                assert loop.time() < deadline, "the listener never reconnected"
+                await asyncio.sleep(0.01)
+            task_id = await emu.create_task(payload={})
+            fired = asyncio.Event()
+            listener.watch(task_id, 0, lambda reason, msg: fired.set())
+            creds = emu.worker_credentials(POOL, GROUP, WORKER_ID)
+            async with taskcluster.aio.createSession() as session:
+                queue_client = taskcluster.aio.Queue(emu.client_options(creds), session=session)
+                await queue_client.claimWork(POOL, {"workerGroup": GROUP, "workerId": WORKER_ID, "tasks": 1})
+            emu.cancel_task(task_id)
+            await asyncio.wait_for(fired.wait(), WAIT_S)
+        finally:
+            await listener.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import sys
@@ -21,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from tcworker.config import load_config
-from tcworker.runner import CAPABILITIES, encode, parse_line
+from tcworker.runner import CAPABILITIES, Protocol, ProtocolLogHandler, encode, parse_line
 from tcworker.testing.queue import QueueEmulator
 
 POOL = "proj-test/python-worker"
@@ -44,6 +45,61 @@ def test_parse_line(line, expected):
 
 def test_encode_is_one_line():
     assert encode({"type": "log", "body": {"textPayload": "a\nb"}}) == b'~{"type":"log","body":{"textPayload":"a\\nb"}}\n'
+
+
+# ------------------------------------------------------------------ Protocol, in process
+def _read_messages(fd: int) -> list[dict]:
+    os.set_blocking(fd, False)
+    data = b""
+    try:
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    except BlockingIOError:
+        pass
+    return [parse_line(line) for line in data.splitlines()]
+
+
+def test_protocol_answers_welcome_with_the_intersection_and_ignores_unnegotiated_messages():
+    read_end, write_end = os.pipe()
+    protocol = Protocol(-1, write_end)
+    seen = []
+    protocol.on("new-credentials", seen.append)
+    protocol.dispatch({"type": "new-credentials", "client-id": "x", "access-token": "y"})
+    assert not protocol.capable("log") and seen == []     # before the handshake
+    protocol.dispatch({"type": "welcome", "capabilities": ["log", "new-credentials", "future-thing"]})
+    protocol.dispatch({"type": "new-credentials", "client-id": "x", "access-token": "y"})
+    protocol.dispatch({"type": "graceful-termination", "finish-tasks": True})  # not negotiated
+    assert _read_messages(read_end) == [{"type": "hello", "capabilities": ["log", "new-credentials"]}]
+    assert [m["client-id"] for m in seen] == ["x"]
+    os.close(read_end), os.close(write_end)
+
+
+def test_log_handler_sends_logs_and_reports_internal_errors_without_secrets():
+    read_end, write_end = os.pipe()
+    protocol = Protocol(-1, write_end)
+    protocol.secrets.add("tok-SECRET")
+    protocol.dispatch({"type": "welcome", "capabilities": list(CAPABILITIES)})
+    handler = ProtocolLogHandler(protocol, logging.StreamHandler(sys.stderr))
+    logger = logging.getLogger("tcworker.test-runner")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("plain line with tok-SECRET")
+        try:
+            raise RuntimeError("boom tok-SECRET")
+        except RuntimeError:
+            logger.exception("run T/0 crashed")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    hello, info, report, error = _read_messages(read_end)
+    assert info["body"]["textPayload"] == "plain line with ***" and info["body"]["level"] == "info"
+    assert report["type"] == "error-report" and report["kind"] == "worker-error"
+    assert report["description"] == "run T/0 crashed\nRuntimeError: boom ***"
+    assert error["type"] == "log" and "Traceback" in error["body"]["textPayload"]
+    assert "tok-SECRET" not in json.dumps([info, report, error])
+    os.close(read_end), os.close(write_end)
 
 
 # ------------------------------------------------------------------ the runner's side

@@ -32,6 +32,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from tcworker.config import WorkerConfig, load_config
 from tcworker.errors import ConfigError
@@ -398,7 +399,8 @@ def _load(config_source: WorkerConfig | str | os.PathLike[str], protocol: Protoc
     code = ExitCode.CANNOT_LOAD_CONFIG
     try:
         config = config_source if isinstance(config_source, WorkerConfig) else load_config(config_source)
-        protocol.secrets.update(s for s in (config.access_token, config.certificate) if s)
+        pulse_password = urlsplit(config.pulse_url).password if config.pulse_url else None
+        protocol.secrets.update(s for s in (config.access_token, config.certificate, pulse_password) if s)
         code = ExitCode.INVALID_CONFIG
         config.require_for_run()
         return config

@@ -77,6 +77,7 @@ class PulseListener:
 
     Attributes:
         ready: set while the queue is bound and consuming (tests and benches wait for it).
+        connection: the ``aio_pika`` connection while there is one, else None.
     """
 
     def __init__(self, url: str, *, prefix: str, worker_group: str, worker_id: str,
@@ -88,6 +89,7 @@ class PulseListener:
         self.queue_name = f"queue/{user}/tcworker/{worker_group}/{worker_id}/{slugid.nice()}"
         self.backoff_max_s = backoff_max_s
         self.ready = asyncio.Event()
+        self.connection: Any = None  # the aio-pika connection while connected
         self._watches: dict[tuple[str, int], OnGone] = {}
         self._task: asyncio.Task | None = None
         self._failures = 0
@@ -164,7 +166,7 @@ class PulseListener:
         import aio_pika  # only workers with Pulse configured pay for the import
 
         lost = asyncio.Event()
-        connection = await aio_pika.connect(self.url, timeout=10)
+        connection = self.connection = await aio_pika.connect(self.url, timeout=10)
         try:
             connection.close_callbacks.add(lambda *_: lost.set())
             channel = await connection.channel()
@@ -181,8 +183,11 @@ class PulseListener:
             await lost.wait()
         finally:
             self.ready.clear()
-            with contextlib.suppress(Exception):  # closing a broken connection may fail too
+            self.connection = None
+            try:
                 await asyncio.wait_for(connection.close(), 5)
+            except Exception as err:  # closing a broken connection may fail too
+                log.debug("Pulse: closing the connection failed: %s", err)
 
     async def _on_message(self, message: Any) -> None:
         try:
