@@ -219,3 +219,25 @@ async def test_concurrent_sandboxes_get_distinct_users(config: WorkerConfig, mu_
         for log in logs:
             log.close()
     assert not any(user_exists(s.user_env["USER"]) for s in sandboxes)
+
+
+def test_mounts_are_given_to_the_user_but_never_through_a_link(mu_parent: Path) -> None:  # noqa: F811
+    """Given a cache holding a planted link, handing a mount below it refuses; a plain tree is given."""
+    from tcworker.engines.taskuser import chown_tree, give_to_user
+
+    task_dir, outside = mu_parent / "task", mu_parent / "outside"
+    (task_dir / "a" / "b").mkdir(parents=True)
+    (task_dir / "a" / "b" / "f").write_text("x")
+    outside.mkdir()
+    (outside / "victim").write_text("root's")
+    (task_dir / "cache").mkdir()
+    (task_dir / "cache" / "link").symlink_to(outside)
+    give_to_user(task_dir, task_dir / "a" / "b", (4242, 4243))
+    owners = {p.name: (p.lstat().st_uid, p.lstat().st_gid) for p in (task_dir / "a", task_dir / "a" / "b",
+                                                                      task_dir / "a" / "b" / "f")}
+    assert set(owners.values()) == {(4242, 4243)}
+    with pytest.raises(OSError, match="is a link"):
+        give_to_user(task_dir, task_dir / "cache" / "link" / "victim", (4242, 4243))
+    chown_tree(task_dir / "cache", 4242, 4243)  # the link itself, never its target
+    assert (outside / "victim").stat().st_uid == 0 and outside.stat().st_uid == 0
+    assert (task_dir / "cache" / "link").lstat().st_uid == 4242

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import grp
 import logging
 import os
@@ -221,6 +222,40 @@ async def sweep_task_users(tasks_dir: Path) -> list[str]:
             await _run_user_command("groupdel", group.gr_name, ok_codes=(0, 6))
             removed.append(f"group {group.gr_name}")
     return removed
+
+
+def chown_tree(path: Path, uid: int, gid: int) -> None:
+    """``chown -R`` without following links (``lchown`` on links). Blocking.
+
+    Used for caches: given to a run's user when moved into its task directory, and given back to
+    the worker when moved out ("ownership reset for the next user").
+    """
+    os.chown(path, uid, gid, follow_symlinks=False)
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        return
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for name in dirnames + filenames:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+def give_to_user(task_dir: Path, target: Path, owner: tuple[int, int]) -> None:
+    """Hand a mount at ``target`` inside ``task_dir`` to the run's user: the directories created
+    on the way to it and the whole ``target`` tree (links are never followed). Blocking.
+
+    Raises:
+        ValueError: ``target`` is not inside ``task_dir``.
+        OSError: a directory on the way is a link (a cache's content could plant one): chowning
+            through it would give away a file outside the task.
+    """
+    relative = Path(os.path.normpath(target)).relative_to(os.path.normpath(task_dir))
+    step = Path(task_dir)
+    for part in relative.parts[:-1]:
+        step = step / part
+        if os.path.islink(step):
+            raise OSError(errno.ELOOP, f"{step} is a link; not giving it to the task user")
+        os.chown(step, *owner, follow_symlinks=False)
+    chown_tree(Path(task_dir) / relative, *owner)
 
 
 def kill_uid_processes(uid: int) -> int:

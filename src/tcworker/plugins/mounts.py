@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import posixpath
 import time
 from pathlib import Path
@@ -245,11 +246,16 @@ class MountsRun(TaskPlugin):
                 self._stack.callback(source.close)
                 await asyncio.to_thread(archives.extract, source, target, mount.format)
         elif isinstance(mount, gw.ReadOnlyDirectory):
-            await asyncio.to_thread(archives.extract, self.files[index], task_dir / mount.directory, mount.format)
+            target = task_dir / mount.directory
+            await asyncio.to_thread(archives.extract, self.files[index], target, mount.format)
         else:
             target = task_dir / mount.file
             await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
             await asyncio.to_thread(archives.decompress, self.files[index], target, mount.format)
+        if self.run.sandbox.owner is not None:  # multiuser: the mount belongs to the run's user
+            from tcworker.engines.taskuser import give_to_user
+
+            await asyncio.to_thread(give_to_user, task_dir, target, self.run.sandbox.owner)
 
     # ------------------------------------------------------------------ the end
     async def started(self) -> None:
@@ -277,6 +283,10 @@ class MountsRun(TaskPlugin):
         leases, self.leases = self.leases, []
         for lease in leases:
             try:
+                if keep and self.run.sandbox is not None and self.run.sandbox.owner is not None:
+                    from tcworker.engines.taskuser import chown_tree  # back to the worker for the next user
+
+                    await asyncio.to_thread(chown_tree, lease.path, os.geteuid(), os.getegid())
                 kept = await asyncio.to_thread(self.plugin.caches.release, lease, keep=keep)
             except (CacheError, OSError):
                 log.exception("cache %r: release failed", lease.name)
