@@ -97,7 +97,8 @@ async def test_emulator_publishes_the_queue_messages_with_upstream_routing_keys(
 
             creds = emu.worker_credentials(POOL, GROUP, WORKER_ID)
             group_id = slugid.nice()
-            task_id = await emu.create_task(payload={}, schedulerId="sched", taskGroupId=group_id)
+            task_id = await emu.create_task(payload={}, schedulerId="sched", taskGroupId=group_id,
+                                            routes=["index.project.x"])
             async with taskcluster.aio.createSession() as session:
                 queue_client = taskcluster.aio.Queue(emu.client_options(creds), session=session)
                 claim = await queue_client.claimWork(POOL, {"workerGroup": GROUP, "workerId": WORKER_ID, "tasks": 1})
