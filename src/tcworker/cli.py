@@ -1,4 +1,5 @@
-"""The ``tcworker`` command line: ``run``, ``exec``, ``validate``, ``schema``, ``version``.
+"""The ``tcworker`` command line: ``run``, ``exec``, ``validate``, ``schema``, ``new-ed25519-keypair``,
+``version``.
 
 Each command imports what it needs inside its body, so ``tcworker --version`` stays fast
 (no taskcluster client, aiohttp or pydantic at start-up).
@@ -112,6 +113,20 @@ def run(config_path: str, with_worker_runner: bool) -> None:
     from tcworker.worker import run_worker
 
     sys.exit(run_worker(_load_config(config_path), config_path=config_path))
+
+
+@cli.command("new-ed25519-keypair")
+@click.option("--file", "key_file", required=True, type=click.Path(dir_okay=False),
+              help="where to write the private key (base64 seed, mode 0600; never overwritten)")
+def new_ed25519_keypair(key_file: str) -> None:
+    """Create a Chain of Trust signing key (config ed25519SigningKeyLocation); print its public key."""
+    from tcworker.cot import write_new_keypair
+
+    try:
+        click.echo(write_new_keypair(key_file))
+    except OSError as err:
+        click.echo(f"tcworker: {key_file}: {err.strerror or err}", err=True)
+        sys.exit(1)
 
 
 def main() -> None:

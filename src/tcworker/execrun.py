@@ -46,7 +46,7 @@ class FolderOutlet(RunOutlet):
         self.manifest: list[dict] = []
 
     async def publish_artifacts(self, artifacts: Sequence[object]) -> None:
-        self.artifacts = list(artifacts)
+        self.artifacts.extend(artifacts)  # payload artifacts, then the plugins' (chain of trust)
 
     async def publish_log(self, path: Path, names: LogNames, expires: datetime) -> None:
         from tcworker.artifacts import DataArtifact, write_to_folder

@@ -26,7 +26,14 @@ class LogNames:
 
 
 class RunOutlet(ABC):
-    """The destination of one run's artifacts, log and resolution."""
+    """The destination of one run's artifacts, log and resolution.
+
+    Attributes:
+        results: ``UploadResult`` of everything published so far, for outlets that upload as
+            they go (the queue's); None for those that write only at the end (exec's folder).
+    """
+
+    results: list | None = None
 
     @abstractmethod
     async def publish_artifacts(self, artifacts: Sequence[object]) -> None:

@@ -27,6 +27,7 @@ from tcworker.config import WorkerConfig
 from tcworker.engines.base import Engine, ExitResult, Sandbox, SandboxSpec
 from tcworker.errors import (
     IntermittentTask,
+    InternalError,
     MalformedPayload,
     ResourceUnavailable,
     RunResolvedElsewhere,
@@ -105,6 +106,9 @@ class TaskRun:
         self.log_names = LogNames()
         self.artifacts: list = []
         self.task_plugins: list[TaskPlugin] = []
+        # tcworker run: the run's RunQueue (task credentials; on_credentials after each reclaim),
+        # set by runclaim.ClaimedRun; None under tcworker exec. Plugins read it (proxy).
+        self.queue = None
         self._prepared: list[TaskPlugin] = []
         self._abort_error: WorkerError | None = None
         self._aborted = asyncio.Event()
@@ -242,6 +246,8 @@ class TaskRun:
         if resolution.upload_first:
             # the queue refuses uploads after reportCompleted/reportFailed: upload first
             error = first_error(error, await self._publish_artifacts())
+            if resolve(error).upload_first:  # plugins' artifacts certify the payload's (CoT)
+                error = first_error(error, await self._call_uploaded())
             resolution = resolve(error)
             if resolution.upload_first:
                 self._close_log(resolution)
@@ -266,7 +272,8 @@ class TaskRun:
 
         if not self.parsed.features.upload_artifacts:
             return []
-        reserved = (self.log_names.live, self.log_names.backing)
+        reserved = (self.log_names.live, self.log_names.backing,
+                    *(name for plugin in self._prepared for name in plugin.reserved_artifacts))
         try:
             root = await self.sandbox.artifact_root()
             specs = self.parsed.artifact_specs
@@ -280,12 +287,34 @@ class TaskRun:
             self.log.error(f"cannot collect artifacts: {err}")
             return []
 
-    async def _publish_artifacts(self) -> TaskError | RunResolvedElsewhere | None:
-        """Upload the collected artifacts; returns the error that changes the outcome, if any."""
-        missing = [a for a in self.artifacts if getattr(a, "fails_task", False)]
+    async def _call_uploaded(self) -> WorkerError | None:
+        """Plugins' ``uploaded`` hooks (configured order), then publish what they returned."""
+        extra: list = []
+        for task_plugin in self._prepared:
+            try:
+                extra.extend(await task_plugin.uploaded(self.outlet.results))
+            except (TaskError, RunResolvedElsewhere) as err:
+                self._log_error(str(err))
+                return err
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # a plugin's bug or I/O error: internal-error, never a crash
+                log.exception("run %s/%s: plugin %s: uploaded hook failed", self.task_id, self.run_id,
+                              type(task_plugin).__name__)
+                return InternalError(f"plugin {type(task_plugin).__name__}: {err}")
+        if not extra:
+            return None
+        self.artifacts = [*self.artifacts, *extra]
+        return await self._publish_artifacts(extra)
+
+    async def _publish_artifacts(self, artifacts: Sequence | None = None) -> TaskError | RunResolvedElsewhere | None:
+        """Upload ``artifacts`` (default: the collected ones); returns the error that changes the
+        outcome, if any."""
+        artifacts = self.artifacts if artifacts is None else artifacts
+        missing = [a for a in artifacts if getattr(a, "fails_task", False)]
         try:
             async with asyncio.timeout(self.config.upload_budget_s):
-                await self.outlet.publish_artifacts(self.artifacts)
+                await self.outlet.publish_artifacts(artifacts)
         except (TaskFailed, ResourceUnavailable, RunResolvedElsewhere) as err:
             self._log_error(str(err))
             return err

@@ -153,6 +153,11 @@ def _write_worker_config(emu: Any, case: Case, work: Path) -> Path:
         "downloadsDir": str(work / "downloads"), "requiredDiskSpaceMegabytes": 0,
         "statusPollIntervalSecs": 1.0,
     }
+    if "chain-of-trust" in case.needs:  # a signing key of the case's own
+        from tcworker.cot import write_new_keypair
+
+        write_new_keypair(work / "cot.key")
+        config["ed25519SigningKeyLocation"] = str(work / "cot.key")
     config.update(case.worker_config)
     path = work / "worker-config.json"
     path.write_text(json.dumps(config, indent=2))

@@ -9,6 +9,8 @@ hook               order               errors
 ``build_sandbox``  configured order    end the run
 ``started``        configured order    end the run (the sandbox is aborted)
 ``stopped``        configured order    end the run (artifacts are still collected and uploaded)
+``uploaded``       configured order    end the run; completed/failed runs only, after the payload
+                                       artifacts are up, before the log closes and the report
 ``finished``       reverse order       logged, never change the resolution
 ``dispose``        reverse order       logged, never change the resolution; always runs
 =================  ==================  ===========================================================
@@ -23,9 +25,10 @@ which a run calls the hooks (:mod:`tcworker.taskrun`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 if TYPE_CHECKING:
+    from tcworker.artifact_results import UploadResult
     from tcworker.config import WorkerConfig
     from tcworker.engines.base import ExitResult
     from tcworker.resolution import Resolution
@@ -33,7 +36,14 @@ if TYPE_CHECKING:
 
 
 class TaskPlugin:
-    """One plugin's state for one run. Subclass and override the hooks you need."""
+    """One plugin's state for one run. Subclass and override the hooks you need.
+
+    Attributes:
+        reserved_artifacts: artifact names this feature publishes itself; task artifacts
+            declared under them are skipped with a warning (generic-worker's ``ReservedArtifacts``).
+    """
+
+    reserved_artifacts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, run: "TaskRun") -> None:
         self.run = run
@@ -49,6 +59,20 @@ class TaskPlugin:
 
     async def stopped(self, result: "ExitResult") -> None:
         """The task's commands have ended (normally, by failure, or aborted)."""
+
+    async def uploaded(self, results: "Sequence[UploadResult] | None") -> Sequence[object]:
+        """The payload artifacts are published (chain of trust certifies them here).
+
+        Args:
+            results: the outlet's :class:`~tcworker.artifact_results.UploadResult` list so far
+                (sha256 of each uploaded data artifact); None when the outlet uploads nothing
+                before the end (``tcworker exec``: hash ``run.artifacts`` instead).
+
+        Returns:
+            more artifacts (``tcworker.artifacts.DataArtifact``...) for the task runner to publish
+            now; their upload failures count as the payload artifacts' do.
+        """
+        return ()
 
     async def finished(self, resolution: "Resolution") -> None:
         """The run is resolved (reported, or resolved elsewhere); artifacts are up."""

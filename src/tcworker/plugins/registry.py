@@ -33,4 +33,8 @@ def make_plugins(config: WorkerConfig, *, mode: str = "run") -> list[Plugin]:
         from tcworker.plugins.proxy import ProxyPlugin
 
         plugins.append(ProxyPlugin(config))
+    if config.enable_chain_of_trust:
+        from tcworker.plugins.chain_of_trust import ChainOfTrustPlugin
+
+        plugins.append(ChainOfTrustPlugin(config))
     return plugins
