@@ -217,10 +217,6 @@ async def sweep_task_users(tasks_dir: Path) -> list[str]:
         user = TaskUser(entry.pw_name, entry.pw_uid, entry.pw_gid, home)
         await user.remove(keep_home=home.parent != tasks_dir)
         removed.append(entry.pw_name)
-    for group in grp.getgrall():  # groups left by a crash between userdel's steps
-        if group.gr_name.startswith(USER_PREFIX) and not group.gr_mem and not _user_exists(group.gr_name):
-            await _run_user_command("groupdel", group.gr_name, ok_codes=(0, 6))
-            removed.append(f"group {group.gr_name}")
     return removed
 
 
@@ -327,14 +323,6 @@ def _remove_owned(directory: str, uid: int, removed: list[str], depth: int) -> N
             removed.append(entry.path)
         elif stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_IWOTH:
             _remove_owned(entry.path, uid, removed, depth + 1)
-
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 async def _run_user_command(*argv: str, ok_codes: tuple[int, ...] = (0,)) -> None:
