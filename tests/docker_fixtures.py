@@ -70,10 +70,15 @@ def build_test_image(client: Any) -> None:
 
 def prune_labelled(client: Any, label: str = "tcworker") -> None:
     """Remove stopped containers, unused networks and volumes carrying ``label``."""
-    filters = {"label": label}
-    client.containers.prune(filters=filters)
-    client.networks.prune(filters=filters)
     import docker.errors
+
+    filters = {"label": label}
+    for prune in (client.containers.prune, client.networks.prune):
+        try:
+            prune(filters=filters)
+        except docker.errors.APIError as err:  # 409: another session prunes right now: fine
+            if err.status_code != 409:
+                raise
 
     for volume in client.volumes.list(filters=filters):  # named (cache) volumes too
         try:
@@ -81,6 +86,26 @@ def prune_labelled(client: Any, label: str = "tcworker") -> None:
         except docker.errors.APIError as err:  # in use by a running container (409): keep it
             if err.status_code not in (404, 409):
                 raise
+
+
+def ensure_test_image(save_to: Path | None = None) -> str:
+    """Skip (or fail under ``CI=true``) without a daemon; build :data:`TEST_IMAGE` if missing;
+    ``docker save`` it to ``save_to`` when given (the cases' runner file ``docker-image.tar``)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as err:  # DockerException, connection errors: all mean "no daemon"
+        _unavailable(str(err))
+        raise
+    try:
+        build_test_image(client)
+        if save_to is not None:
+            subprocess.run(["docker", "save", "-o", str(save_to), TEST_IMAGE], check=True, capture_output=True)
+    finally:
+        client.close()
+    return TEST_IMAGE
 
 
 @pytest.fixture(scope="session")

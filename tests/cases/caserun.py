@@ -83,8 +83,15 @@ def run_exec_case(case: Case, task_id: str, work: Path) -> TaskResult:
     task_file = work / "task.json"
     task_file.write_text(json.dumps(case.task))
     out = work / "out"
+    extra: list[str] = []
+    if "chain-of-trust" in case.needs:  # a signing key of the case's own, as for tcworker run
+        from tcworker.cot import write_new_keypair
+
+        write_new_keypair(work / "cot.key")
+        (work / "exec-config.json").write_text(json.dumps({"ed25519SigningKeyLocation": str(work / "cot.key")}))
+        extra = ["--config", str(work / "exec-config.json")]
     proc = subprocess.run(
-        [sys.executable, "-m", "tcworker", "exec", str(task_file), "--out", str(out), "--task-id", task_id],
+        [sys.executable, "-m", "tcworker", "exec", str(task_file), "--out", str(out), "--task-id", task_id, *extra],
         cwd=work, env=subprocess_env(work), capture_output=True, timeout=EXEC_TIMEOUT_S,
     )
     stderr = proc.stderr.decode(errors="replace")

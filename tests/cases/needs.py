@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-IMPLEMENTED_NEEDS: frozenset[str] = frozenset({"native", "queue", "fileserver", "mounts", "caches",
+IMPLEMENTED_NEEDS: frozenset[str] = frozenset({"native", "queue", "fileserver", "mounts", "caches", "docker",
                                             "proxy", "chain-of-trust"})
 """Needs the runner can satisfy today (``native``: native engine; ``queue``: ``tcworker run``
 against the emulator; ``fileserver``: ``{{fileserver}}`` on a loopback port)."""

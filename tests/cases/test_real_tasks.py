@@ -12,6 +12,8 @@ What does not live here: the needs set (:mod:`needs`), the runner, the checks (:
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,11 @@ from expect import problems
 from fileserver import FileServer
 from needs import IMPLEMENTED_NEEDS, missing_needs
 
-RUNNER_FILES: dict[str, object] = {}
-"""Runner-built fixture files by name (``docker-image.tar``, ...): none yet; their cases need
-``docker`` and skip before this matters."""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: docker_fixtures
+from docker_fixtures import ensure_test_image  # noqa: E402
+
+RUNNER_FILES: dict[str, Callable[[Path], object]] = {"docker-image.tar": ensure_test_image}
+"""Runner-built fixture files by name, each built into the served folder by its function."""
 
 
 def _case_ids() -> list[str]:
@@ -66,6 +70,10 @@ async def _run_case(case_id: str, tmp_path: Path, *, via_run: bool) -> None:
     assert not unknown_files, f"runner files with no builder: {unknown_files}"
     serve = tmp_path / "serve"
     FileServer.link_case_files(serve, case.path.parent / "files")
+    if "docker" in case.needs:
+        ensure_test_image()
+    for name in case.fixtures.get("runner_files") or []:
+        RUNNER_FILES[name](serve / name)
     work = tmp_path / "work"
     work.mkdir()
     task_ids = {str(p["label"]): slugid.nice() for p in case.prereqs}
@@ -94,4 +102,4 @@ def test_needs_set_is_the_documented_one() -> None:
              "chain-of-trust", "index", "privileged"}
     assert IMPLEMENTED_NEEDS <= known
     assert {"native", "queue", "fileserver"} <= IMPLEMENTED_NEEDS
-    assert missing_needs(["native", "docker", "proxy"]) == ["docker", "proxy"]
+    assert missing_needs(["native", "docker", "index"]) == ["index"]

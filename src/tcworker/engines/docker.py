@@ -42,7 +42,10 @@ from typing import Any
 
 from tcworker.config import WorkerConfig
 from tcworker.engines.base import Engine, ExitResult, Sandbox, SandboxSpec
-from tcworker.engines.docker_io import copy_out, in_thread, pump_output, sweep
+from tcworker.engines.docker_io import (
+    copy_out, daemon_errors, explain, in_thread, kill, log_late_failure, pump_output, remove_container,
+    sweep, widen_pipe,
+)
 from tcworker.engines.outcome import CommandOutcome, exit_block
 from tcworker.engines.pipecopy import PipeCopier
 from tcworker.errors import ConfigError, MalformedPayload
@@ -56,7 +59,6 @@ OWNER_LABEL = "tcworker.owner"
 TASK_LABEL = "tcworker.task"
 #: Seconds allowed for ordinary daemon calls (create, start, kill, remove, inspect).
 CLIENT_TIMEOUT_S = 120
-PIPE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ class DockerSandbox(Sandbox):
         if keep:
             await self.artifact_root()
         if self._container is not None:
-            await asyncio.to_thread(_remove_container, self._container)
+            await asyncio.to_thread(remove_container, self._container)
         if not keep:
             await asyncio.to_thread(shutil.rmtree, self.task_dir, ignore_errors=True)
 
@@ -251,8 +253,8 @@ class DockerSandbox(Sandbox):
         started = time.monotonic()
         try:
             self._container = await asyncio.to_thread(self._create, image, argv, spec, options)
-        except _daemon_errors() as err:
-            return self._start_failed(0, _explain(err), started)
+        except daemon_errors() as err:
+            return self._start_failed(0, explain(err), started)
         return await self._attach_and_wait(started, deadline)
 
     async def _image(self, options: ContainerOptions) -> str | CommandOutcome:
@@ -272,7 +274,7 @@ class DockerSandbox(Sandbox):
         finally:
             aborted.cancel()
         if not job.done():
-            job.add_done_callback(_log_late_failure)
+            job.add_done_callback(log_late_failure)
             self.log.warn(f"Not running command 0: aborted while getting the image ({self._abort_reason})")
             return CommandOutcome(index=0, aborted=True)
         try:
@@ -305,16 +307,16 @@ class DockerSandbox(Sandbox):
             self._client.api.attach, container.id, stdout=True, stderr=True, stream=True, logs=False
         )
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        _widen_pipe(write_fd)
+        widen_pipe(write_fd)
         copier = PipeCopier(read_fd, self.log)
         pump = in_thread(pump_output, stream, write_fd, name="tcw-docker-output")
         waiter: asyncio.Future | None = None
         try:
             try:
                 await asyncio.to_thread(container.start)
-            except _daemon_errors() as err:
+            except daemon_errors() as err:
                 stream.close()
-                return self._start_failed(0, _explain(err), started)
+                return self._start_failed(0, explain(err), started)
             waiter = in_thread(container.wait, name="tcw-docker-wait")
             ended_by = await self._wait(waiter, deadline)
             if ended_by != "exit":
@@ -352,24 +354,24 @@ class DockerSandbox(Sandbox):
         """SIGTERM, ``kill_grace_period_s``, then SIGKILL; returns once the container stopped."""
         why = "max run time exceeded" if ended_by == "timeout" else self._abort_reason
         self.log.warn(f"Aborting command: {why}; SIGTERM to the container, SIGKILL after {self._grace_s:g}s")
-        await asyncio.to_thread(_kill, self._container, "SIGTERM")
+        await asyncio.to_thread(kill, self._container, "SIGTERM")
         done, _ = await asyncio.wait({waiter}, timeout=self._grace_s)
         if not done:
             self.log.warn(f"container still running after {self._grace_s:g}s: SIGKILL")
-            await asyncio.to_thread(_kill, self._container, "SIGKILL")
+            await asyncio.to_thread(kill, self._container, "SIGKILL")
             await asyncio.wait({waiter})
 
     async def _kill_now(self, waiter: asyncio.Future | None) -> None:
         """SIGKILL the container and wait for it (cancellation path)."""
-        await asyncio.to_thread(_kill, self._container, "SIGKILL")
+        await asyncio.to_thread(kill, self._container, "SIGKILL")
         if waiter is not None:
             await asyncio.wait({waiter}, timeout=CLIENT_TIMEOUT_S)
 
     async def _copy_out(self, path: str) -> None:
         try:
             found = await asyncio.to_thread(copy_out, self._container, path, self.task_dir, self.log.warn)
-        except _daemon_errors() as err:
-            self.log.warn(f"cannot copy {path} out of the container: {_explain(err)}")
+        except daemon_errors() as err:
+            self.log.warn(f"cannot copy {path} out of the container: {explain(err)}")
         except OSError as err:
             self.log.warn(f"cannot copy {path} out of the container: {err}")
         else:
@@ -390,52 +392,3 @@ def _outcome(status: dict, ended_by: str, duration_s: float) -> CommandOutcome:
     if ended_by != "exit" and code > 128:
         code = -(code - 128)
     return CommandOutcome.from_process(0, code, ended_by, duration_s, None)
-
-
-def _daemon_errors() -> tuple[type[BaseException], ...]:
-    import docker.errors
-    import requests
-
-    return (docker.errors.DockerException, requests.exceptions.RequestException)
-
-
-def _explain(err: BaseException) -> str:
-    explanation = getattr(err, "explanation", None)
-    return str(explanation or err)
-
-
-def _kill(container: Any, signal: str) -> None:
-    import docker.errors
-
-    try:
-        container.kill(signal=signal)
-    except docker.errors.NotFound:
-        return
-    except docker.errors.APIError as err:
-        if err.status_code != 409:  # 409: not running any more
-            raise
-
-
-def _remove_container(container: Any) -> None:
-    import docker.errors
-
-    try:
-        container.remove(force=True, v=True)
-    except docker.errors.NotFound:
-        return
-    except docker.errors.APIError as err:
-        logger.warning("cannot remove container %s: %s", container.name, err)
-
-
-def _log_late_failure(job: asyncio.Future) -> None:
-    if not job.cancelled() and job.exception() is not None:
-        logger.info("image fetch after an abort failed: %s", job.exception())
-
-
-def _widen_pipe(fd: int) -> None:
-    import fcntl
-
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except OSError as err:
-        logger.debug("cannot grow output pipe to %d bytes: %s", PIPE_BYTES, err)

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Capacity asked for the output pipe.
+PIPE_BYTES = 1024 * 1024
 #: Bytes per chunk read from ``get_archive``.
 ARCHIVE_CHUNK_BYTES = 1024 * 1024
 
@@ -165,3 +167,55 @@ def _remove(action: Callable[[], object], what: str, removed: list[str]) -> None
         logger.warning("cannot remove leftover %s: %s", what, err)
         return
     removed.append(what)
+
+
+# ----------------------------------------------------------------------------- small daemon helpers
+
+
+def daemon_errors() -> tuple[type[BaseException], ...]:
+    import docker.errors
+    import requests
+
+    return (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+def explain(err: BaseException) -> str:
+    explanation = getattr(err, "explanation", None)
+    return str(explanation or err)
+
+
+def kill(container: Any, signal: str) -> None:
+    import docker.errors
+
+    try:
+        container.kill(signal=signal)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as err:
+        if err.status_code != 409:  # 409: not running any more
+            raise
+
+
+def remove_container(container: Any) -> None:
+    import docker.errors
+
+    try:
+        container.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as err:
+        logger.warning("cannot remove container %s: %s", container.name, err)
+
+
+def log_late_failure(job: asyncio.Future) -> None:
+    if not job.cancelled() and job.exception() is not None:
+        logger.info("image fetch after an abort failed: %s", job.exception())
+
+
+def widen_pipe(fd: int) -> None:
+    import fcntl
+
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError as err:
+        logger.debug("cannot grow output pipe to %d bytes: %s", PIPE_BYTES, err)

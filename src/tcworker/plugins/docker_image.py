@@ -22,8 +22,13 @@ and config gates (:mod:`tcworker.payloads`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import posixpath
-from typing import TYPE_CHECKING
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tcworker.errors import MalformedPayload
 from tcworker.plugins.base import Plugin, TaskPlugin
@@ -39,6 +44,8 @@ DEVICE_PATHS = {
     "loopbackVideo": "/dev/video0",
     "loopbackAudio": "/dev/snd",
 }
+#: Image tarball names ``docker load`` accepts here.
+IMAGE_SUFFIXES = (".tar", ".tar.zst", ".tar.lz4")
 #: Env names the task runner takes from the worker host; a container keeps its image's instead.
 HOST_ONLY_ENV = frozenset({"PATH", "TASK_WORKDIR", *BASE_NAMES})
 
@@ -66,6 +73,8 @@ class DockerRun(TaskPlugin):
     def __init__(self, run: "TaskRun") -> None:
         super().__init__(run)
         self.image_name = ""
+        self.image_tarball: Path | None = None
+        self._tmp: Path | None = None
 
     async def prepare(self) -> None:
         """Check scopes and pick the image.
@@ -81,10 +90,12 @@ class DockerRun(TaskPlugin):
             self.image_name = image
         elif image.type == "docker-image":
             self.image_name = image.name
-        else:
-            problems.append(f"payload.image: type {image.type} is not supported by this worker yet")
+        elif not image.path.endswith(IMAGE_SUFFIXES):
+            problems.append(f"payload.image.path: {image.path!r} must end with " + ", ".join(IMAGE_SUFFIXES))
         if problems:
             raise MalformedPayload("\n".join(problems))
+        if not isinstance(image, str) and image.type != "docker-image":
+            self.image_tarball = await self._download(image)
 
     async def build_sandbox(self, builder: "SandboxBuilder") -> None:
         from tcworker.engines.docker import ContainerOptions
@@ -99,11 +110,55 @@ class DockerRun(TaskPlugin):
         ) if parsed.features.upload_artifacts else ()
         builder.engine_options = ContainerOptions(
             image=self.image_name,
+            image_tarball=self.image_tarball,
             artifact_paths=artifact_paths,
             privileged=payload.capabilities.privileged,
             devices=tuple(DEVICE_PATHS[name] for name, wanted in devices.items() if wanted and name in DEVICE_PATHS),
             cap_add=("SYS_PTRACE",) if payload.features.allow_ptrace else (),
         )
+
+    async def _download(self, image: Any) -> Path:
+        """The image tarball of a ``task-image``/``indexed-image``, through the download cache.
+
+        Uses the run's task credentials (``tcworker run``), else ``rootURL`` and the config's
+        credentials (``tcworker exec``). Raises TaskFailed (4xx, no such task) or
+        ResourceUnavailable (5xx after retries); MalformedPayload when no Queue is configured.
+        """
+        from tcworker.downloads import ContentFetcher, DownloadStore, RetryPolicy
+        from tcworker.payloads import generic_worker as gw
+
+        if image.type == "task-image":
+            content: Any = gw.ArtifactContent.model_validate({"taskId": image.task_id, "artifact": image.path})
+        else:
+            content = gw.IndexedContent.model_validate({"namespace": image.namespace, "artifact": image.path})
+        config = self.run.config
+        run_queue = getattr(self.run, "queue", None)
+        async with contextlib.AsyncExitStack() as stack:
+            if run_queue is not None:
+                queue, index = run_queue.queue_client(), run_queue.clients.index(run_queue.credentials)
+            elif config.root_url:
+                from tcworker.queue.client import ClientFactory
+
+                clients = await stack.enter_async_context(ClientFactory.open(config.root_url))
+                credentials = config.credentials if config.client_id else None
+                queue, index = clients.queue(credentials), clients.index(credentials)
+            else:
+                raise MalformedPayload(f"payload.image: {image.type} needs a Queue: set rootURL in the config")
+            fetcher = ContentFetcher(DownloadStore(config.downloads_dir), retry=RetryPolicy(), queue=queue,
+                                     index=index, warn=self.run.log.warn)
+            self.run.log.info(f"Downloading image {image.path} ({image.type})")
+            with await fetcher.open(content) as stored:
+                stored_path = Path(stored.name)
+        # docker load picks the decompressor from the name: link the cached file under one
+        named = Path(tempfile.mkdtemp(prefix="tcw-image-")) / posixpath.basename(image.path)
+        os.symlink(stored_path, named)
+        self._tmp = named.parent
+        return named
+
+    async def dispose(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     # ------------------------------------------------------------------ scopes
     @property
