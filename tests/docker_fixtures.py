@@ -1,26 +1,40 @@
-"""Docker test fixtures: a daemon or a reason, the bash+busybox test image, label pruning.
+"""Docker test fixtures: a daemon or a reason, the bash+busybox test image, label pruning, a
+local registry, the leftover check.
 
 ``docker_client`` (session) skips the test when no daemon answers, or fails it under ``CI=true``
-(CI must run the docker tests). At session start it prunes stopped containers, unused networks
-and unused volumes carrying the ``tcworker`` label (running ones may belong to another session
-on the same machine), and builds ``tcworker-test/bash-busybox:1`` with ``docker import`` when
-missing (recipe: ``../shared/cases/real-tasks/README.md``).
+(CI must run the docker tests). At session start it prunes stopped containers and unused
+networks carrying the ``tcworker`` label that are older than :data:`PRUNE_AGE` (younger ones may
+belong to a test session running next to this one: another engineer's, on the same daemon), and
+unused labelled volumes; it builds ``tcworker-test/bash-busybox:1`` with ``docker import`` when
+missing (recipe: ``../shared/cases/real-tasks/README.md``). At session end it **fails** when a
+container, network or volume made by this session (label ``tcworker.tasks-dir`` under the
+session's pytest base temp folder) is left: every path of a run must clean up after itself.
 
-What does not live here: engine tests (``tests/engines/test_docker*.py``).
+``docker_registry`` (session): Debian's ``docker-registry`` serving on 127.0.0.1:<free port> with
+its own config file and storage in a temp folder (skips locally when the package is absent,
+fails under ``CI=true``; ``scripts/start-docker`` installs it).
+
+What does not live here: engine tests (``tests/engines/test_docker*.py``, ``tests/test_docker_*.py``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 TEST_IMAGE = "tcworker-test/bash-busybox:1"
+#: Labelled containers and networks younger than this are not pruned at session start.
+PRUNE_AGE = "30m"
 DEFAULT_CMD = 'CMD ["/bin/sh","-c","echo test-image-default-cmd"]'
 
 
@@ -75,12 +89,12 @@ def prune_labelled(client: Any, label: str = "tcworker") -> None:
     filters = {"label": label}
     for prune in (client.containers.prune, client.networks.prune):
         try:
-            prune(filters=filters)
+            prune(filters={**filters, "until": PRUNE_AGE})
         except docker.errors.APIError as err:  # 409: another session prunes right now: fine
             if err.status_code != 409:
                 raise
 
-    for volume in client.volumes.list(filters=filters):  # named (cache) volumes too
+    for volume in client.volumes.list(filters=filters):  # none is made by tcworker today
         try:
             volume.remove()
         except docker.errors.APIError as err:  # in use by a running container (409): keep it
@@ -108,9 +122,27 @@ def ensure_test_image(save_to: Path | None = None) -> str:
     return TEST_IMAGE
 
 
+def leftovers(client: Any, tasks_dir_prefix: str) -> list[str]:
+    """Containers, networks and volumes labelled ``tcworker.tasks-dir`` under ``tasks_dir_prefix``
+    (a folder path), as ``"container NAME"`` strings."""
+    found = []
+    kinds = (("container", lambda: client.containers.list(all=True, sparse=True, filters={"label": "tcworker"})),
+             ("network", lambda: client.networks.list(filters={"label": "tcworker"})),
+             ("volume", lambda: client.volumes.list(filters={"label": "tcworker"})))
+    for kind, listing in kinds:
+        for item in listing():
+            labels = item.attrs.get("Labels") or {}
+            if labels.get("tcworker.tasks-dir", "").startswith(tasks_dir_prefix.rstrip("/") + "/"):
+                found.append(f"{kind} {item.name or ','.join(item.attrs.get('Names') or [item.id])}")
+    return found
+
+
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
-    """A ``docker.DockerClient`` with the test image present (skips/fails without a daemon)."""
+def docker_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A ``docker.DockerClient`` with the test image present (skips/fails without a daemon).
+
+    Teardown (session end) fails when this session's runs left a container, network or volume.
+    """
     try:
         import docker
 
@@ -122,10 +154,64 @@ def docker_client() -> Iterator[Any]:
     prune_labelled(client)
     build_test_image(client)
     yield client
+    base = tmp_path_factory.getbasetemp()
+    left = sorted(set(leftovers(client, str(base.absolute())) + leftovers(client, str(base.resolve()))))
     client.close()
+    assert not left, f"docker objects left behind by this test session: {left}"
 
 
 @pytest.fixture(scope="session")
 def docker_image(docker_client: Any) -> str:
     """The name of the local bash+busybox test image."""
     return TEST_IMAGE
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def docker_registry(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``127.0.0.1:<port>`` of a Debian ``docker-registry`` serving this session (HTTP; the daemon
+    trusts 127.0.0.0/8 registries without TLS). Stopped, with its storage, at session end."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        _unavailable("the docker-registry package is not installed (scripts/start-docker installs it)")
+    folder = tmp_path_factory.mktemp("registry")
+    for _attempt in range(3):  # the free port may be taken between probe and bind
+        address = f"127.0.0.1:{_free_port()}"
+        config = folder / "config.yml"
+        config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem:\n"
+                          f"    rootdirectory: {folder / 'storage'}\n  delete: {{enabled: true}}\n"
+                          f"http:\n  addr: {address}\n")
+        log = (folder / "registry.log").open("ab")
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+        log.close()
+        if _registry_answers(address, proc):
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        pytest.fail("docker-registry did not answer; its log:\n" + (folder / "registry.log").read_text()[-2000:])
+    try:
+        yield address
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _registry_answers(address: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as answer:
+                return answer.status == 200
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)  # no event to await from another process's listen()
+    return False

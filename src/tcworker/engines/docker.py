@@ -5,8 +5,11 @@ Per run (``../shared/reference/peer-workers.md`` sections 5 and 1.10):
 - the image comes from :class:`ContainerOptions` (built by :mod:`tcworker.plugins.docker_image`):
   a name, used as is when the daemon has it, else pulled; or a local tarball, ``docker load``-ed;
   an image that cannot be had is a start error (→ ``failed``), as in docker-worker;
-- one container per run, named ``tcw-<taskId>-<runId>-<random>``, labelled ``tcworker=1`` and
-  ``tcworker.owner=<this worker>``; the command is the payload's argv (empty: the image's
+- one container per run, named ``tcw-<taskId>-<runId>-<random>``, labelled ``tcworker=1``,
+  ``tcworker.owner=<this worker>`` and ``tcworker.tasks-dir=<its tasksDir>``, on the run's own
+  bridge network ``tcw-net-<taskId[:12]>-<runId>-<random>`` (same labels; its gateway serves the
+  taskcluster proxy: :meth:`DockerSandbox.proxy_endpoint`, and the container then resolves
+  ``taskcluster`` to it); the command is the payload's argv (empty: the image's
   default), the env a list of ``NAME=value`` strings (never a shell or an env file); no TTY, so
   output bytes arrive exactly as written (stdout and stderr come through separate pipes in the
   daemon: each stream keeps its order, their interleaving is not guaranteed), log driver
@@ -18,7 +21,8 @@ Per run (``../shared/reference/peer-workers.md`` sections 5 and 1.10):
 - a container that cannot start is a start error carrying the daemon's message, never an exit
   code; artifacts are copied out of the stopped container (``get_archive``) into the task
   directory, which mirrors the container's ``/``: :meth:`DockerSandbox.artifact_root`;
-- :meth:`DockerSandbox.dispose` removes the container with its anonymous volumes; ``boot``
+- :meth:`DockerSandbox.dispose` removes the container with its anonymous volumes, then the
+  network, on every path (completed, failed, maxRunTime, cancel, worker shutdown); ``boot``
   removes containers, networks and volumes this worker (same ``tasksDir``) left behind.
 
 What does not live here: scopes, caches and image sources (:mod:`tcworker.plugins.docker_image`),
@@ -28,7 +32,6 @@ the env (the task runner), blocking helpers (:mod:`.docker_io`, :mod:`.docker_im
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import re
@@ -36,60 +39,29 @@ import shlex
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tcworker.config import WorkerConfig
 from tcworker.engines.base import Engine, ExitResult, Sandbox, SandboxSpec
 from tcworker.engines.docker_io import (
-    copy_out, daemon_errors, explain, in_thread, kill, log_late_failure, pump_output, remove_container,
-    sweep, widen_pipe,
+    copy_out, daemon_errors, explain, in_thread, kill, log_late_failure, pump_output, remove_container, sweep,
+    widen_pipe,
+)
+from tcworker.engines.docker_network import RunNetwork
+from tcworker.engines.docker_options import (  # noqa: F401  (re-exported)
+    LABEL, OWNER_LABEL, TASK_LABEL, TASKS_DIR_LABEL, ContainerOptions, owner_label,
 )
 from tcworker.engines.outcome import CommandOutcome, exit_block
 from tcworker.engines.pipecopy import PipeCopier
-from tcworker.errors import ConfigError, MalformedPayload
+from tcworker.errors import ConfigError, MalformedPayload, TaskFailed
 from tcworker.logs import TaskLog
 
 logger = logging.getLogger(__name__)
 
 TASK_DIR_PREFIX = "tcw-dtask-"
-LABEL = "tcworker"
-OWNER_LABEL = "tcworker.owner"
-TASK_LABEL = "tcworker.task"
 #: Seconds allowed for ordinary daemon calls (create, start, kill, remove, inspect).
 CLIENT_TIMEOUT_S = 120
-
-
-@dataclass(frozen=True)
-class ContainerOptions:
-    """What the docker engine needs beyond the command and env (``SandboxSpec.engine_options``).
-
-    Attributes:
-        image: image name (``name[:tag]`` or ``name@digest``); ignored when ``image_tarball`` is set.
-        image_tarball: local ``.tar``/``.tar.zst``/``.tar.lz4`` to ``docker load`` instead.
-        artifact_paths: absolute container paths to copy out after the run; None: the whole
-            container filesystem (for direct engine use, as in the conformance suite).
-        volumes: named volume → mount path in the container (caches).
-        privileged: ``--privileged`` (the plugin checked scopes and config).
-        devices: host device paths to pass through (``/dev/kvm``).
-        cap_add: capabilities to add (``SYS_PTRACE`` for ``allowPtrace``).
-        labels: extra labels for the container.
-    """
-
-    image: str = ""
-    image_tarball: Path | None = None
-    artifact_paths: tuple[str, ...] | None = None
-    volumes: tuple[tuple[str, str], ...] = ()
-    privileged: bool = False
-    devices: tuple[str, ...] = ()
-    cap_add: tuple[str, ...] = ()
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-def owner_label(config: WorkerConfig) -> str:
-    """This worker's value of :data:`OWNER_LABEL`: a short hash of its absolute ``tasksDir``."""
-    return hashlib.sha256(str(Path(config.tasks_dir).absolute()).encode()).hexdigest()[:16]
 
 
 class DockerEngine(Engine):
@@ -155,9 +127,11 @@ class DockerEngine(Engine):
                                    f"{self.unavailable}")
         safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:22]
         task_dir = Path(tempfile.mkdtemp(prefix=f"{TASK_DIR_PREFIX}{safe_id}-{run_id}-", dir=self.tasks_dir))
-        name = f"tcw-{safe_id}-{run_id}-{task_dir.name.rsplit('-', 1)[1]}"
-        labels = {LABEL: "1", OWNER_LABEL: self.owner, TASK_LABEL: f"{task_id}/{run_id}"}
-        return DockerSandbox(self, task_dir, log, name, labels)
+        unique = task_dir.name.rsplit("-", 1)[1]
+        labels = {LABEL: "1", OWNER_LABEL: self.owner, TASK_LABEL: f"{task_id}/{run_id}",
+                  TASKS_DIR_LABEL: str(self.tasks_dir)}
+        return DockerSandbox(self, task_dir, log, f"tcw-{safe_id}-{run_id}-{unique}", labels,
+                             network_name=f"tcw-net-{safe_id[:12]}-{run_id}-{unique}")
 
 
 def _connect() -> Any:
@@ -169,12 +143,22 @@ def _connect() -> Any:
 
 
 class DockerSandbox(Sandbox):
-    """One run of the docker engine. Built by :meth:`DockerEngine.create_sandbox`."""
+    """One run of the docker engine. Built by :meth:`DockerEngine.create_sandbox`.
 
-    def __init__(self, engine: DockerEngine, task_dir: Path, log: TaskLog, name: str, labels: dict[str, str]) -> None:
+    Attributes:
+        task_dir: host folder mirroring the container's ``/`` for artifacts (:meth:`artifact_root`).
+        cache_dir: host folder (``<task_dir>-caches``, created by whoever uses it) where plugins
+            put directories to bind-mount (caches); removed by :meth:`dispose`.
+        container_name, network_name: the names of the run's container and network.
+    """
+
+    def __init__(self, engine: DockerEngine, task_dir: Path, log: TaskLog, name: str, labels: dict[str, str],
+                 *, network_name: str) -> None:
         self.task_dir = task_dir
         self.log = log
         self.container_name = name
+        self.network_name = network_name
+        self.cache_dir = task_dir.with_name(task_dir.name + "-caches")
         self._engine = engine
         self._client = engine.client
         self._labels = labels
@@ -189,6 +173,8 @@ class DockerSandbox(Sandbox):
         self._stopped.set()
         self._ran = False
         self._disposed = False
+        self._network = RunNetwork(engine.client, network_name, labels)
+        self._proxy_gateway: str | None = None
 
     # ------------------------------------------------------------------ interface
     async def run(self, spec: SandboxSpec) -> ExitResult:
@@ -219,6 +205,25 @@ class DockerSandbox(Sandbox):
                 await self._copy_out(path)
         return self.task_dir
 
+    async def proxy_endpoint(self) -> tuple[str, str]:
+        """Where the taskcluster proxy of this run listens: the run network's gateway.
+
+        Creates the network when needed; the container will resolve ``taskcluster`` to the
+        gateway. Call before :meth:`run`.
+
+        Returns:
+            ``(gateway IP to bind on the host, subnet CIDR the container connects from)``.
+
+        Raises:
+            TaskFailed: the daemon could not create the network (its message).
+        """
+        try:
+            gateway, subnet = await self._network.ensure()
+        except (*daemon_errors(), RuntimeError) as err:
+            raise TaskFailed(f"cannot create the task's network {self.network_name}: {explain(err)}") from None
+        self._proxy_gateway = gateway
+        return gateway, subnet
+
     async def dispose(self, keep: bool = False) -> None:
         if self._disposed:
             return
@@ -230,6 +235,8 @@ class DockerSandbox(Sandbox):
             await self.artifact_root()
         if self._container is not None:
             await asyncio.to_thread(remove_container, self._container)
+        await self._network.remove()
+        await asyncio.to_thread(shutil.rmtree, self.cache_dir, ignore_errors=True)
         if not keep:
             await asyncio.to_thread(shutil.rmtree, self.task_dir, ignore_errors=True)
 
@@ -252,8 +259,9 @@ class DockerSandbox(Sandbox):
         self.log.info(f"Executing command 0: {shown}")
         started = time.monotonic()
         try:
+            await self._network.ensure()
             self._container = await asyncio.to_thread(self._create, image, argv, spec, options)
-        except daemon_errors() as err:
+        except (*daemon_errors(), RuntimeError) as err:
             return self._start_failed(0, explain(err), started)
         return await self._attach_and_wait(started, deadline)
 
@@ -298,7 +306,9 @@ class DockerSandbox(Sandbox):
             devices=[f"{dev}:{dev}:rwm" for dev in options.devices] or None,
             cap_add=list(options.cap_add) or None,
             volumes={volume: {"bind": path, "mode": "rw"} for volume, path in options.volumes} or None,
-            extra_hosts={"localhost.localdomain": "127.0.0.1"},
+            network=self.network_name,
+            extra_hosts={"localhost.localdomain": "127.0.0.1",
+                         **({"taskcluster": self._proxy_gateway} if self._proxy_gateway else {})},
         )
 
     async def _attach_and_wait(self, started: float, deadline: float | None) -> CommandOutcome:

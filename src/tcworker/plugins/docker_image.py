@@ -8,13 +8,16 @@ For each run whose payload has ``image`` (``ParsedTask.engine == "docker"``):
   ``docker-worker:feature:allowPtrace``; the worker config gates (``dockerConfig``) are checked
   earlier by :mod:`tcworker.payloads.rules`. A missing scope → ``malformed-payload`` naming it.
   It also picks the image: a name (``"name:tag"`` or ``{type: docker-image, name}``) goes to the
-  engine as is (local, else pulled); ``indexed-image`` and ``task-image`` are refused as
-  not supported yet (they need a download with the task's credentials, not built yet);
+  engine as is (local, else pulled); ``indexed-image`` and ``task-image`` tarballs are
+  downloaded with the task's credentials through the download cache and handed to the engine;
+  ``payload.cache`` (the ``cache`` feature, :mod:`tcworker.plugins.docker_cache`): its scopes and
+  paths are checked with the rest, then purge requests are applied;
 - ``build_sandbox`` removes from the env what the task runner copied from the worker host
   (``PATH``, ``HOME``, ... and ``TASK_WORKDIR``, a host path) unless the payload sets them, so the
-  image's own values apply, and sets ``builder.engine_options`` to
-  :class:`~tcworker.engines.docker.ContainerOptions` (image, artifact paths to copy out,
-  privileged, devices, ``SYS_PTRACE``).
+  image's own values apply, takes the caches (bind mounts), and sets ``builder.engine_options``
+  to :class:`~tcworker.engines.docker.ContainerOptions` (image, artifact paths to copy out,
+  caches, privileged, devices, ``SYS_PTRACE``);
+- ``stopped`` decides the caches' fate, ``dispose`` releases them (the container has stopped).
 
 What does not live here: running containers (:mod:`tcworker.engines.docker`), payload shape
 and config gates (:mod:`tcworker.payloads`).
@@ -22,6 +25,7 @@ and config gates (:mod:`tcworker.payloads`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import posixpath
@@ -35,6 +39,9 @@ from tcworker.plugins.base import Plugin, TaskPlugin
 from tcworker.taskenv import BASE_NAMES
 
 if TYPE_CHECKING:
+    from tcworker.config import WorkerConfig
+    from tcworker.engines.base import ExitResult
+    from tcworker.plugins.docker_cache import DockerCaches
     from tcworker.taskrun import SandboxBuilder, TaskRun
 
 #: Host device path per ``capabilities.devices`` key (docker-worker's device managers).
@@ -56,25 +63,48 @@ def scope_satisfied(scopes: list[str], wanted: str) -> bool:
 
 
 class DockerPlugin(Plugin):
-    """Turns docker-worker payloads into container options; sits out for native runs."""
+    """Turns docker-worker payloads into container options; sits out for native runs.
+
+    Provides ``cache`` (docker caches; the native ``mounts`` feature is the mounts plugin's).
+    The cache store and the purge-request polling are those of the mounts feature
+    (:class:`~tcworker.plugins.mounts.MountsPlugin`, a private instance on the same folders).
+    """
 
     name = "docker"
+    provides = frozenset({"cache"})
+
+    def __init__(self, config: "WorkerConfig") -> None:
+        from tcworker.plugins.mounts import MountsPlugin
+
+        super().__init__(config)
+        self.cache_host = MountsPlugin(config, mode="run")
+
+    async def boot(self) -> None:
+        """Create ``cachesDir``; forget caches a crashed worker held (their folder is gone)."""
+        caches = self.cache_host.caches
+        await asyncio.to_thread(caches.dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(caches.sweep)
 
     def new_run(self, run: "TaskRun") -> TaskPlugin | None:
         parsed = run.parsed
         if parsed is None or parsed.engine != "docker":
             return None
-        return DockerRun(run)
+        return DockerRun(self, run)
 
 
 class DockerRun(TaskPlugin):
-    """One docker run's scope checks and container options."""
+    """One docker run's scope checks, caches and container options."""
 
-    def __init__(self, run: "TaskRun") -> None:
+    def __init__(self, plugin: DockerPlugin, run: "TaskRun") -> None:
         super().__init__(run)
         self.image_name = ""
         self.image_tarball: Path | None = None
+        self.caches: DockerCaches | None = None
         self._tmp: Path | None = None
+        if run.parsed.payload.cache:
+            from tcworker.plugins.docker_cache import DockerCaches
+
+            self.caches = DockerCaches(plugin.cache_host, run)
 
     async def prepare(self) -> None:
         """Check scopes and pick the image.
@@ -92,8 +122,12 @@ class DockerRun(TaskPlugin):
             self.image_name = image.name
         elif not image.path.endswith(IMAGE_SUFFIXES):
             problems.append(f"payload.image.path: {image.path!r} must end with " + ", ".join(IMAGE_SUFFIXES))
+        if self.caches is not None:
+            problems += self.caches.problems()
         if problems:
             raise MalformedPayload("\n".join(problems))
+        if self.caches is not None:
+            await self.caches.poll_purge_requests()
         if not isinstance(image, str) and image.type != "docker-image":
             self.image_tarball = await self._download(image)
 
@@ -108,10 +142,12 @@ class DockerRun(TaskPlugin):
         artifact_paths = tuple(
             posixpath.normpath("/" + spec.path.lstrip("/")) for spec in parsed.artifact_specs
         ) if parsed.features.upload_artifacts else ()
+        volumes = await self.caches.mount(self.run.sandbox.cache_dir) if self.caches is not None else ()
         builder.engine_options = ContainerOptions(
             image=self.image_name,
             image_tarball=self.image_tarball,
             artifact_paths=artifact_paths,
+            volumes=volumes,
             privileged=payload.capabilities.privileged,
             devices=tuple(DEVICE_PATHS[name] for name, wanted in devices.items() if wanted and name in DEVICE_PATHS),
             cap_add=("SYS_PTRACE",) if payload.features.allow_ptrace else (),
@@ -155,7 +191,17 @@ class DockerRun(TaskPlugin):
         self._tmp = named.parent
         return named
 
+    async def started(self) -> None:
+        if self.caches is not None:
+            self.caches.started = True
+
+    async def stopped(self, result: "ExitResult") -> None:
+        if self.caches is not None:
+            self.caches.decide(result)
+
     async def dispose(self) -> None:
+        if self.caches is not None:
+            await self.caches.release()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
