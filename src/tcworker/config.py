@@ -111,6 +111,7 @@ class WorkerConfig(BaseModel):
     kill_grace_period_s: float = Field(5.0, ge=0, alias="killGracePeriodSecs")
     output_drain_s: float = Field(1.0, ge=0, alias="outputDrainSecs")
     watchdog_s: float = Field(0.0, ge=0, alias="watchdogSecs")
+    queue_call_timeout_s: float = Field(60.0, gt=0, alias="queueCallTimeoutSecs")
     log_format: Literal["text", "json"] = Field("text", alias="logFormat")
     pulse_url: str = Field("", alias="pulseURL")
     pulse_namespace: str = Field("", alias="pulseNamespace")

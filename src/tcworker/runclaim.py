@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from tcworker.errors import QueueError, ResourceUnavailable, RunResolvedElsewhere, TaskFailed, WorkerError
+from tcworker.errors import QueueError, RunResolvedElsewhere, TaskFailed, WorkerError
 from tcworker.outlet import LogNames, RunOutlet
 from tcworker.resolution import Resolution
 
@@ -109,7 +109,12 @@ class QueueOutlet(RunOutlet):
             raise RunResolvedElsewhere("the queue refused an upload: the run is no longer running")
 
     async def report(self, resolution: Resolution) -> None:
-        """Stop the watchers, then report; transient failures are retried until ``takenUntil``."""
+        """Stop the watchers, then report; transient failures are retried until ``takenUntil``.
+
+        Raises:
+            RunResolvedElsewhere: the run is gone (409), or the report failed for good: either way
+                the queue resolves the run without us (claim-expired, then a retry).
+        """
         await self.watchers.stop()
         gone = self.watchers.watch.cancellation
         if gone is not None:
@@ -127,9 +132,11 @@ class QueueOutlet(RunOutlet):
                 return
             except QueueError as err:
                 if not getattr(err, "transient", False) or delay is None or self.run_queue.seconds_left() < delay:
-                    log.error("run %s/%s: %s failed: %s", self.run_queue.task_id, self.run_queue.run_id,
-                              resolution.report_call, err)
-                    raise ResourceUnavailable(f"{resolution.report_call} failed: {err}") from err
+                    # Nothing else can resolve this run: its claim lapses and the queue retries
+                    # the task (claim-expired), as if the run had been resolved elsewhere.
+                    log.error("run %s/%s: %s failed, giving up (the claim will expire): %s",
+                              self.run_queue.task_id, self.run_queue.run_id, resolution.report_call, err)
+                    raise RunResolvedElsewhere(f"{resolution.report_call} failed: {err}") from err
                 log.warning("run %s/%s: %s failed (%s), retrying in %ss", self.run_queue.task_id,
                             self.run_queue.run_id, resolution.report_call, err, delay)
                 await asyncio.sleep(delay)

@@ -245,13 +245,13 @@ class TaskRun:
         resolution = resolve(error)
         if resolution.upload_first:
             # the queue refuses uploads after reportCompleted/reportFailed: upload first
-            error = first_error(error, await self._publish_artifacts())
+            error = _after_upload(error, await self._publish_artifacts())
             if resolve(error).upload_first:  # plugins' artifacts certify the payload's (CoT)
                 error = first_error(error, await self._call_uploaded())
             resolution = resolve(error)
             if resolution.upload_first:
                 self._close_log(resolution)
-                resolution = resolve(first_error(error, await self._publish_log()))
+                resolution = resolve(_after_upload(error, await self._publish_log()))
                 await self._report(resolution)
                 return resolution
             artifacts_done = True
@@ -440,6 +440,15 @@ class TaskRun:
         # multiuser: the task user's clean base (HOME, USER, LOGNAME, PATH), not the worker's
         base = self.sandbox.user_env if self.sandbox.user_env is not None else self.worker_env
         return task_env(worker_env=base, payload_env=self.parsed.env, reserved=reserved)
+
+
+def _after_upload(error: BaseException | None, upload_error: BaseException | None) -> BaseException | None:
+    """The first error decides, except that a failed upload beats a failed task: a ``failed`` run
+    must carry its artifacts and log (the queue refuses uploads after reportFailed), so it
+    resolves ``exception/resource-unavailable`` instead (issue 12's chaos invariants)."""
+    if isinstance(upload_error, ResourceUnavailable) and isinstance(error, TaskFailed):
+        return upload_error
+    return first_error(error, upload_error)
 
 
 def _parse_time(value: object) -> datetime | None:

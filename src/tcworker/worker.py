@@ -12,6 +12,11 @@
   at once.
 - stopped: the exit code says why (generic-worker's codes, ``peer-workers.md`` section 2.5).
 
+With ``watchdogSecs`` set, a :class:`~tcworker.watchdog.Watchdog` exits 69 when the claim loop
+makes no progress that long (no claimWork answered while a slot is free) or the event loop is
+blocked. Every queue call has a timeout (``queueCallTimeoutSecs``; claimWork 20 s more for its
+long poll), so a hung call alone never wedges the loop.
+
 The worker's own log has one line per event of a run, with fields (JSON keys with
 ``logFormat: json``): ``task-claimed`` (``taskId``, ``runId``) and ``task-resolved`` (``taskId``,
 ``runId``, ``resolution``: ``completed``, ``failed``, ``exception/<reason>`` or
@@ -24,6 +29,7 @@ cancellation (:mod:`tcworker.queue`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
@@ -38,6 +44,8 @@ from tcworker.logsetup import IdleReporter, log_event
 from tcworker.runclaim import LOG_DIR_PREFIX
 
 log = logging.getLogger("tcworker.worker")
+
+CLAIM_LONG_POLL_S = 20.0  # claimWork waits up to this long for work upstream, on top of the call timeout
 
 
 class ExitCode(enum.IntEnum):
@@ -88,6 +96,7 @@ class Worker:
         self.queue = None  # tcworker.queue.client.WorkerQueue once working
         self.pulse = None  # tcworker.queue.pulse.PulseListener while working, when pulseURL is set
         self.finish_tasks = False  # draining waits for every run (graceful-termination finish-tasks)
+        self.watchdog = None  # tcworker.watchdog.Watchdog while working, when watchdogSecs is set
 
     # ------------------------------------------------------------------ control
     def request_stop(self, why: str, exit_code: ExitCode = ExitCode.WORKER_SHUTDOWN) -> None:
@@ -109,17 +118,25 @@ class Worker:
         from tcworker.queue.pulse import pulse_listener
 
         await self._boot()
-        async with ClientFactory.open(self.config.root_url) as clients, pulse_listener(self.config) as self.pulse:
+        async with ClientFactory.open(self.config.root_url, call_timeout_s=self.config.queue_call_timeout_s) as clients, \
+                pulse_listener(self.config) as self.pulse:
             self.queue = WorkerQueue.from_config(clients, self.config)
             self.state = State.WORKING
+            heartbeat = self._start_watchdog()
             self._claim_task = asyncio.create_task(self._claim_loop(), name="claim-loop")
             try:
-                await self._claim_task
-            except asyncio.CancelledError:
-                if not self._stop_requested.is_set():
-                    raise
-            self.state = State.DRAINING
-            await self._drain()
+                try:
+                    await self._claim_task
+                except asyncio.CancelledError:
+                    if not self._stop_requested.is_set():
+                        raise
+                self.state = State.DRAINING
+                with self._claim_paused():  # the heartbeat still watches the event loop
+                    await self._drain()
+            finally:
+                if heartbeat is not None:
+                    heartbeat.cancel()
+                    self.watchdog.stop()
         await self._shutdown_plugins()
         self.state = State.STOPPED
         log.info("stopped: %d task(s) claimed, exit code %d", self.claimed_count, self.exit_code)
@@ -150,6 +167,24 @@ class Worker:
         for plugin in self.plugins:
             await plugin.boot()
 
+    def _start_watchdog(self) -> asyncio.Task | None:
+        """With ``watchdogSecs``: start the watchdog thread; returns its heartbeat task."""
+        if not self.config.watchdog_s:
+            return None
+        from tcworker.watchdog import Watchdog
+
+        self.watchdog = Watchdog(self.config.watchdog_s, self._watchdog_fired,
+                                 exit_after_s=self.config.shutdown_grace_period_s + 10)
+        self.watchdog.start()
+        return asyncio.create_task(self.watchdog.heartbeat(), name="watchdog-heartbeat")
+
+    def _watchdog_fired(self, why: str) -> None:
+        self.request_stop(f"watchdog: {why}", ExitCode.INTERNAL_ERROR)
+
+    def _claim_paused(self):
+        """Context: no claim progress is expected inside (watchdog)."""
+        return self.watchdog.paused() if self.watchdog is not None else contextlib.nullcontext()
+
     async def _claim_loop(self) -> None:
         failures = 0
         while not self._stop_requested.is_set():
@@ -160,26 +195,33 @@ class Worker:
             free = self.config.capacity - len(self.runs)
             if free <= 0:
                 self._slot_freed.clear()
-                await self._slot_freed.wait()
+                with self._claim_paused():
+                    await self._slot_freed.wait()
                 continue
             if self._idle_timed_out():
                 self.request_stop(f"idle for {self.config.idle_timeout_secs}s", ExitCode.IDLE_TIMEOUT)
                 return
             if not self._disk_ok():
-                await self._pause(10.0)
+                with self._claim_paused():
+                    await self._pause(10.0)
                 continue
             want = free
             if self.config.number_of_tasks_to_run:
                 want = min(want, self.config.number_of_tasks_to_run - self.claimed_count)
             try:
-                claims = await self.queue.claim_work(min(want, 32))
+                claims = await self.queue.claim_work(
+                    min(want, 32), timeout_s=self.config.queue_call_timeout_s + CLAIM_LONG_POLL_S)
             except QueueError as err:
+                if self.watchdog is not None and getattr(err, "status", None) is not None:
+                    self.watchdog.progress()  # answered: the queue is down, not us wedged
                 failures += 1
                 delay = min(60.0, 0.5 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
                 log.warning("claimWork failed (%s); retrying in %.1fs", err, delay)
                 await self._pause(delay)
                 continue
             failures = 0
+            if self.watchdog is not None:
+                self.watchdog.progress()
             for claim in claims:
                 self._start_run(claim)
             if claims:

@@ -56,7 +56,10 @@ async def apply_fault(emu: QueueEmulator, request: web.Request, fault: Fault, ap
                      f"Injected fault: status {fault.status}"), api_name, params, None)
         return json_response(body, fault.status)
     if fault.kind == "hang":
-        await emu._closing_event.wait()
+        try:  # until the client gives up (handler cancelled), the emulator stops, or hang_s
+            await asyncio.wait_for(emu._closing_event.wait(), fault.hang_s)
+        except TimeoutError:
+            pass
     if request.transport is not None:
         request.transport.abort()
     raise ConnectionDropped()
@@ -88,7 +91,7 @@ async def handle_api(emu: QueueEmulator, request: web.Request) -> web.StreamResp
     try:
         fault = emu.faults.take(ep.service, ep.name, "before")
         if fault is not None:
-            call.fault = fault.kind
+            call.fault, call.fault_when = fault.kind, "before"
             resp = await apply_fault(emu, request, fault, ep.name, params)
             if resp is not None:
                 call.status = resp.status
@@ -97,7 +100,7 @@ async def handle_api(emu: QueueEmulator, request: web.Request) -> web.StreamResp
         call.status, call.response_body = status, body
         fault = emu.faults.take(ep.service, ep.name, "after")
         if fault is not None:
-            call.fault = fault.kind
+            call.fault, call.fault_when = fault.kind, "after"
             resp = await apply_fault(emu, request, fault, ep.name, params)
             if resp is not None:
                 call.status = resp.status

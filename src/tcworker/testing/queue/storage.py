@@ -104,7 +104,7 @@ async def handle_storage(emu: QueueEmulator, request: web.Request) -> web.Stream
     try:
         fault = emu.faults.take("storage", api_name, "before")
         if fault is not None:
-            call.fault = fault.kind
+            call.fault, call.fault_when = fault.kind, "before"
             resp = await apply_fault(emu, request, fault, api_name, call.params)
             if resp is not None:
                 call.status = resp.status
@@ -114,7 +114,7 @@ async def handle_storage(emu: QueueEmulator, request: web.Request) -> web.Stream
             return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
         after = emu.faults.take("storage", api_name, "after")
         if after is not None:
-            call.fault = after.kind
+            call.fault, call.fault_when = after.kind, "after"
         if api_name == "put":
             resp = await _put(emu, request, blob)
         elif after is not None and after.kind == "reset":
