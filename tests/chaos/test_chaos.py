@@ -3,7 +3,7 @@ faults on every endpoint and on storage; afterwards the invariants of
 :func:`tcworker.testing.chaos.check_invariants` hold, nothing is left behind, and the worker still
 claims a last clean task.
 
-CI size: 48 tasks, 5 % faults (seeded), claims of 4 s (so an injected reclaim 409 or a lost claim
+CI size: 96 tasks, 5 % faults (seeded), claims of 4 s (so an injected reclaim 409 or a lost claim
 resolves as claim-expired plus a retry within the test), queue calls time out after 3 s, and hangs
 the worker does not time out itself (storage, the object service inside the upload helper) end
 with a reset after 5 s. The long run is ``bench/chaos.py``.
@@ -20,7 +20,7 @@ from e2e.conftest import native_payload, resolutions
 
 from tcworker.testing import chaos
 
-TASKS = int(os.environ.get("TCWORKER_CHAOS_TASKS", "48"))
+TASKS = int(os.environ.get("TCWORKER_CHAOS_TASKS", "96"))
 RATE = float(os.environ.get("TCWORKER_CHAOS_RATE", "0.05"))
 SEED = int(os.environ.get("TCWORKER_CHAOS_SEED", "12"))
 
