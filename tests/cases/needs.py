@@ -17,12 +17,16 @@ IMPLEMENTED_NEEDS: frozenset[str] = frozenset({"native", "queue", "fileserver", 
 against the emulator; ``fileserver``: ``{{fileserver}}`` on a loopback port)."""
 
 
-NATIVE_ONLY_NEEDS: frozenset[str] = frozenset({"proxy"})
-"""Implemented for the native engine only so far: a ``docker`` case needing one is skipped."""
+CASE_GAPS: dict[str, str] = {
+    "dw-taskcluster-decision": (
+        "role expansion: its task.scopes hold only assume:repo:github.com/taskcluster/taskcluster:branch:main, "
+        "which grants docker-worker:cache:taskcluster-level-1-checkouts-sparse-v2 upstream through a role; "
+        "tcworker.scopes does not expand assume: scopes (no Auth expandScopes, no roles in the emulator)"),
+}
+"""Cases whose needs are all implemented but that need something their ``needs`` do not name;
+reported as skipped with the reason (remove an entry when its gap is closed)."""
 
 
 def missing_needs(needs: Iterable[str]) -> list[str]:
     """The needs of a case not in :data:`IMPLEMENTED_NEEDS`, in the case's order."""
-    needs = list(needs)
-    docker = "docker" in needs
-    return [need for need in needs if need not in IMPLEMENTED_NEEDS or (docker and need in NATIVE_ONLY_NEEDS)]
+    return [need for need in needs if need not in IMPLEMENTED_NEEDS]

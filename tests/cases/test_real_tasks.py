@@ -25,7 +25,7 @@ from tcworker.testing.shared import require_shared, shared_dir
 from caserun import TaskResult, run_exec_case, run_queue_case
 from expect import problems
 from fileserver import FileServer
-from needs import IMPLEMENTED_NEEDS, missing_needs
+from needs import CASE_GAPS, IMPLEMENTED_NEEDS, missing_needs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: docker_fixtures
 from docker_fixtures import ensure_test_image  # noqa: E402
@@ -66,6 +66,8 @@ async def _run_case(case_id: str, tmp_path: Path, *, via_run: bool) -> None:
     missing = missing_needs(case.needs)
     if missing:
         pytest.skip(f"{case_id}: needs not implemented: {', '.join(missing)}")
+    if case_id in CASE_GAPS:
+        pytest.skip(f"{case_id}: {CASE_GAPS[case_id]}")
     unknown_files = [f for f in case.fixtures.get("runner_files") or [] if f not in RUNNER_FILES]
     assert not unknown_files, f"runner files with no builder: {unknown_files}"
     serve = tmp_path / "serve"
