@@ -32,6 +32,7 @@ import grp
 import logging
 import os
 import pwd
+import itertools
 import re
 import secrets
 import shutil
@@ -60,13 +61,18 @@ class TaskUserError(OSError):
     """A user command failed (``useradd``, ``usermod``, ``userdel``); the message has its stderr."""
 
 
+_NAME_SEQUENCE = itertools.count(secrets.randbelow(0x10000))
+
+
 def task_user_name(task_id: str, run_id: int) -> str:
     """``tcw_<first 6 of the task id, lowercase alnum>_<run id>_<4 random>``, at most 20 chars.
 
-    The random part keeps names unique even when two task ids share their lowercase prefix.
+    The last part comes from a per-process sequence with a random start: names never repeat
+    within one worker (65536 runs apart), even when two task ids share their lowercase prefix,
+    and two workers on one host are unlikely to meet (``useradd`` refuses a name in use).
     """
     safe = re.sub(r"[^a-z0-9]", "", task_id.lower())[:6] or "task"
-    tail = f"_{run_id}_{secrets.token_hex(2)}"
+    tail = f"_{run_id}_{next(_NAME_SEQUENCE) % 0x10000:04x}"
     return (USER_PREFIX + safe)[: MAX_NAME_CHARS - len(tail)] + tail
 
 
