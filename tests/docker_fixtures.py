@@ -14,6 +14,9 @@ session's pytest base temp folder) is left: every path of a run must clean up af
 its own config file and storage in a temp folder (skips locally when the package is absent,
 fails under ``CI=true``; ``scripts/start-docker`` installs it).
 
+:class:`Runner`: runs docker payloads through ``TaskRun`` + the docker plugin + a folder outlet
+(``tcworker exec``'s pipeline, in process) on a worker config under a test's ``tmp_path``.
+
 What does not live here: engine tests (``tests/engines/test_docker*.py``, ``tests/test_docker_*.py``).
 """
 
@@ -27,10 +30,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from tcworker.config import WorkerConfig
+from tcworker.engines.docker import LABEL, OWNER_LABEL, DockerEngine, owner_label
+from tcworker.execrun import FolderOutlet
+from tcworker.plugins.registry import make_plugins
+from tcworker.taskrun import TaskRun
 
 TEST_IMAGE = "tcworker-test/bash-busybox:1"
 #: Labelled containers and networks younger than this are not pruned at session start.
@@ -215,3 +225,54 @@ def _registry_answers(address: str, proc: subprocess.Popen, timeout_s: float = 3
         except (urllib.error.URLError, OSError):
             time.sleep(0.1)  # no event to await from another process's listen()
     return False
+
+
+# ----------------------------------------------------------------------------- runs through TaskRun
+def _iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def make_task(payload: dict, **extra: Any) -> dict:
+    now = datetime.now(timezone.utc)
+    return {
+        "taskQueueId": "proj-test/python-worker", "schedulerId": "tests", "taskGroupId": "GRP0aaaaTcWJ1e5Ssn3Hgw",
+        "created": _iso(now), "deadline": _iso(now + timedelta(hours=1)), "expires": _iso(now + timedelta(days=1)),
+        "payload": payload, "metadata": {"name": "t", "description": "t", "owner": "nobody@example.com",
+                                         "source": "https://example.com"}, **extra,
+    }
+
+
+class Runner:
+    def __init__(self, tmp_path: Path, image: str, client: Any, **config: Any) -> None:
+        self.tmp_path = tmp_path
+        self.image = image
+        self.client = client
+        self.config = WorkerConfig.from_mapping({"tasksDir": str(tmp_path / "tasks"), "killGracePeriodSecs": 0.5,
+                                                 "outputDrainSecs": 0.5, "provisionerId": "proj-test",
+                                                 "workerType": "python-worker", **config})
+        self.engine = DockerEngine(self.config, required=True)
+        self.count = 0
+
+    def build(self, payload: dict, **extra: Any) -> tuple[TaskRun, FolderOutlet]:
+        self.count += 1
+        payload = {"image": self.image, "maxRunTime": 60, **payload}
+        out = self.tmp_path / f"out{self.count}"
+        outlet = FolderOutlet(out)
+        run = TaskRun(task=make_task(payload, **extra), task_id=f"TcWDockerTest{self.count:04d}aaaaaa", run_id=0,
+                      config=self.config, engines={"docker": self.engine}, outlet=outlet,
+                      log_path=self.tmp_path / f"log{self.count}.txt", plugins=make_plugins(self.config, mode="exec"),
+                      worker_env={"PATH": "/host/only/path", "HOME": "/host/home"})
+        return run, outlet
+
+    async def run(self, payload: dict, **extra: Any) -> tuple[Any, FolderOutlet, bytes]:
+        run, outlet = self.build(payload, **extra)
+        resolution = await run.execute()
+        return resolution, outlet, self.log_of(outlet)
+
+    @staticmethod
+    def log_of(outlet: FolderOutlet) -> bytes:
+        return (outlet.out_dir / "public" / "logs" / "live_backing.log").read_bytes()
+
+    def leftovers(self) -> list[str]:
+        filters = {"label": [f"{LABEL}=1", f"{OWNER_LABEL}={owner_label(self.config)}"]}
+        return [c.name for c in self.client.containers.list(all=True, filters=filters)]
