@@ -128,3 +128,24 @@ async def test_given_a_closed_log_when_followed_then_replays_and_ends(tmp_path: 
     log.write(b"all\n")
     log.close()
     assert await collect(log) == b"all\n"
+
+
+def test_given_an_echo_stream_with_a_descriptor_when_copied_then_it_gets_the_same_bytes(tmp_path):
+    # copy_from splices into the file, then sendfile(2)s the same range to the echo descriptor
+    echo_path = tmp_path / "echo.out"
+    with open(echo_path, "wb") as echo:
+        log = TaskLog(tmp_path / "log", echo=echo)
+        log.info("before")
+        read_end, write_end = os.pipe()
+        payload = bytes(range(256)) * 4096 + b"tail without newline"
+        os.write(write_end, payload[:60000])
+        os.set_blocking(read_end, False)
+        moved = 0
+        while moved < 60000:
+            moved += log.copy_from(read_end)
+        log.error("after")
+        log.close()
+        os.close(read_end)
+        os.close(write_end)
+    assert echo_path.read_bytes() == (tmp_path / "log").read_bytes()
+    assert payload[:60000] in echo_path.read_bytes()

@@ -123,8 +123,9 @@ class TaskLog:
     def copy_from(self, fd: int, limit: int = COPY_CHUNK_BYTES) -> int:
         """Move up to ``limit`` bytes from the readable end of a pipe into the log.
 
-        Uses ``splice(2)`` (kernel to kernel, no Python buffer) unless an echo stream needs the
-        bytes. Meant for a non-blocking pipe watched by the event loop.
+        Uses ``splice(2)`` (kernel to kernel, no Python buffer); an echo stream with a file
+        descriptor then gets the same bytes from the file with ``sendfile(2)``, also in the
+        kernel. Meant for a non-blocking pipe watched by the event loop.
 
         Returns:
             bytes moved; 0 means end of file (every writer closed the pipe).
@@ -135,14 +136,12 @@ class TaskLog:
             OSError: reading the pipe or writing the file failed.
         """
         self._check_open()
-        if self._echo is not None:
-            data = os.read(fd, limit)
-            self.write(data)
-            return len(data)
-        moved = os.splice(fd, self._fd, limit, offset_dst=self._size, flags=os.SPLICE_F_NONBLOCK)
+        start = self._size
+        moved = os.splice(fd, self._fd, limit, offset_dst=start, flags=os.SPLICE_F_NONBLOCK)
         if moved:
             self._size += moved
             self._ends_with_newline = None
+            self._echo_range(start, moved)
             self._notify()
         return moved
 
@@ -222,6 +221,27 @@ class TaskLog:
             self._echo.write(data)
             self._echo.flush()
         except (OSError, ValueError) as err:
+            logger.warning("task log %s: echo stream failed, no longer echoing: %s", self.path, err)
+            self._echo = None
+
+    def _echo_range(self, offset: int, count: int) -> None:
+        """Copy ``count`` bytes of the file at ``offset`` to the echo stream."""
+        if self._echo is None:
+            return
+        try:
+            out = self._echo.fileno()
+        except (OSError, ValueError):  # an in-memory stream: through Python
+            self._echo_bytes(os.pread(self._fd, count, offset))
+            return
+        try:
+            while count > 0:
+                sent = os.sendfile(out, self._fd, offset, count)
+                if sent == 0:
+                    break
+                offset, count = offset + sent, count - sent
+        except BlockingIOError:  # a non-blocking terminal: finish through Python
+            self._echo_bytes(os.pread(self._fd, count, offset))
+        except OSError as err:
             logger.warning("task log %s: echo stream failed, no longer echoing: %s", self.path, err)
             self._echo = None
 
