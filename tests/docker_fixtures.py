@@ -274,5 +274,7 @@ class Runner:
         return (outlet.out_dir / "public" / "logs" / "live_backing.log").read_bytes()
 
     def leftovers(self) -> list[str]:
+        """This runner's containers and networks still on the daemon (``"network NAME"``)."""
         filters = {"label": [f"{LABEL}=1", f"{OWNER_LABEL}={owner_label(self.config)}"]}
-        return [c.name for c in self.client.containers.list(all=True, filters=filters)]
+        return ([f"container {c.name}" for c in self.client.containers.list(all=True, filters=filters)]
+                + [f"network {n.name}" for n in self.client.networks.list(filters=filters)])

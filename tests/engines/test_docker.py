@@ -16,7 +16,7 @@ import pytest
 
 from docker_fixtures import Runner
 from tcworker.config import WorkerConfig
-from tcworker.engines.docker import LABEL, OWNER_LABEL, DockerEngine
+from tcworker.engines.docker import LABEL, OWNER_LABEL, TASKS_DIR_LABEL, DockerEngine
 from tcworker.errors import RunResolvedElsewhere
 
 pytestmark = pytest.mark.docker
@@ -53,6 +53,7 @@ async def test_exit_code_fails_the_task(runner: Runner) -> None:
     resolution, _, log = await runner.run({"command": ["/bin/sh", "-c", "echo bye; exit 3"]})
     assert (resolution.state, resolution.reason) == ("failed", "failed")
     assert b"Exit Code: 3" in log
+    assert runner.leftovers() == []
 
 
 async def test_container_that_cannot_start_fails_with_the_daemons_message(runner: Runner) -> None:
@@ -171,12 +172,15 @@ async def test_image_tarballs_are_loaded(runner: Runner, tmp_path: Path, suffix:
 
 async def test_boot_sweeps_leftovers_of_this_worker_only(runner: Runner, docker_image: str,
                                                          docker_client: Any) -> None:
-    mine = docker_client.containers.create(docker_image, ["true"], labels={LABEL: "1", OWNER_LABEL: runner.engine.owner})
+    labels = {LABEL: "1", OWNER_LABEL: runner.engine.owner, TASKS_DIR_LABEL: str(runner.engine.tasks_dir)}
+    network = docker_client.networks.create(f"tcw-net-sweep-{runner.engine.owner}", labels=labels)
+    mine = docker_client.containers.create(docker_image, ["true"], labels=labels, network=network.name)
     other = docker_client.containers.create(docker_image, ["true"], labels={LABEL: "1", OWNER_LABEL: "someone-else"})
     try:
         await runner.engine.boot()
         names = {c.id for c in docker_client.containers.list(all=True, filters={"label": LABEL})}
         assert mine.id not in names and other.id in names
+        assert runner.leftovers() == []  # the network went too
     finally:
         other.remove(force=True)
 
