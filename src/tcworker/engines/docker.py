@@ -252,6 +252,7 @@ class DockerSandbox(Sandbox):
         if self._abort_reason is not None:
             self.log.warn(f"Not running command 0: aborted ({self._abort_reason})")
             return CommandOutcome(index=0, aborted=True)
+        self._network.start()
         image = await self._image(options)
         if isinstance(image, CommandOutcome):
             return image

@@ -35,6 +35,11 @@ class RunNetwork:
         self.labels = labels
         self._job: asyncio.Task | None = None
 
+    def start(self) -> None:
+        """Begin creating the network in the background (overlaps with getting the image)."""
+        if self._job is None:
+            self._job = asyncio.ensure_future(asyncio.to_thread(create_network, self.client, self.name, self.labels))
+
     async def ensure(self) -> tuple[str, str]:
         """Create the network once → ``(gateway IP, subnet CIDR)``, e.g. ``("10.210.3.1",
         "10.210.3.0/24")``. The creation runs to its end even when the caller is cancelled, so
@@ -44,8 +49,8 @@ class RunNetwork:
             docker.errors.APIError: the daemon refused (pool exhausted, name taken).
             RuntimeError: the network got no IPv4 subnet.
         """
-        if self._job is None:
-            self._job = asyncio.ensure_future(asyncio.to_thread(create_network, self.client, self.name, self.labels))
+        self.start()
+        assert self._job is not None
         _network, gateway, subnet = await asyncio.shield(self._job)
         return gateway, subnet
 
