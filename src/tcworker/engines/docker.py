@@ -9,11 +9,10 @@ Per run (``../shared/reference/peer-workers.md`` sections 5 and 1.10):
   ``tcworker.owner=<this worker>`` and ``tcworker.tasks-dir=<its tasksDir>``, on the run's own
   bridge network ``tcw-net-<taskId[:12]>-<runId>-<random>`` (same labels; its gateway serves the
   taskcluster proxy: :meth:`DockerSandbox.proxy_endpoint`, and the container then resolves
-  ``taskcluster`` to it); the command is the payload's argv (empty: the image's
-  default), the env a list of ``NAME=value`` strings (never a shell or an env file); no TTY, so
-  output bytes arrive exactly as written (stdout and stderr come through separate pipes in the
-  daemon: each stream keeps its order, their interleaving is not guaranteed), log driver
-  ``none`` (the output is not stored twice);
+  ``taskcluster`` to it); the command is the payload's argv (empty: the image's default), the
+  env a list of ``NAME=value`` strings (never a shell or an env file); no TTY, so output bytes
+  arrive exactly as written (stdout and stderr: each keeps its order, their interleaving is not
+  guaranteed), log driver ``none`` (the output is not stored twice);
 - output goes from the attach stream through a pipe into the task log
   (:func:`~tcworker.engines.docker_io.pump_output` + :class:`~tcworker.engines.pipecopy.PipeCopier`);
 - abort and ``maxRunTime``: SIGTERM to the container, ``kill_grace_period_s``, SIGKILL (the
@@ -25,8 +24,8 @@ Per run (``../shared/reference/peer-workers.md`` sections 5 and 1.10):
   network, on every path (completed, failed, maxRunTime, cancel, worker shutdown); ``boot``
   removes containers, networks and volumes this worker (same ``tasksDir``) left behind.
 
-What does not live here: scopes, caches and image sources (:mod:`tcworker.plugins.docker_image`),
-the env (the task runner), blocking helpers (:mod:`.docker_io`, :mod:`.docker_images`).
+Not here: scopes, caches, image sources (:mod:`tcworker.plugins.docker_image`), the env (the task
+runner), blocking helpers (:mod:`.docker_io`, :mod:`.docker_images`), the network (:mod:`.docker_network`).
 """
 
 from __future__ import annotations

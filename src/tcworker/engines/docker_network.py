@@ -4,7 +4,10 @@ Each run gets its own labelled bridge network (``../shared/design/ARCHITECTURE.m
 cleanup; docker-worker gave each task its own too): containers of two runs cannot reach each
 other, and the network's gateway, an address of the host, is where the run's taskcluster proxy
 listens (``http://taskcluster`` inside the container). The daemon picks the subnet from its
-address pool (``--default-address-pool``, ``../shared/reference/machine.md``).
+address pool (``--default-address-pool``, ``../shared/reference/machine.md``). Containers reach
+the gateway through the host's ``INPUT`` chain (Docker's own rules touch ``FORWARD`` and NAT
+only): a host firewall dropping input from the bridges must accept TCP port 80 from them for the
+proxy to work (the development and CI machines' ``INPUT`` policy is ``ACCEPT``).
 
 What does not live here: the container (:mod:`.docker`), the boot sweep of leftover networks
 (:func:`tcworker.engines.docker_io.sweep`), the proxy (:mod:`tcworker.plugins.proxy`).
