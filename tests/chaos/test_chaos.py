@@ -31,6 +31,8 @@ async def test_chaos_random_faults_lose_nothing_and_the_worker_keeps_claiming(em
     tasks = chaos.make_mix(TASKS)
     ids = await chaos.create_tasks(emu, tasks)
     faults = emu.faults.random(RATE, seed=SEED, hang_s=5.0, max_delay_s=1.5)
+    # ... and one reclaim surely answers 409 while the queue still holds the run (as if cancelled)
+    conflict = emu.faults.inject("reclaimTask", "status", status=409, count=1)
     worker = await worker_process(emu, **chaos.worker_config())
 
     # When: every task reached a final state
@@ -45,6 +47,7 @@ async def test_chaos_random_faults_lose_nothing_and_the_worker_keeps_claiming(em
     problems = chaos.check_invariants(emu, tasks)
     assert not problems, "\n".join(problems) + "\n" + summary
     assert faults.total >= TASKS * RATE, summary  # the suite exercised something
+    assert conflict.hits == 1 and chaos.outcome_counts(emu, ids)["exception/claim-expired"] >= 1, summary
     assert worker.returncode is None, worker.log_text
     # ... the worker still claims: a last clean task completes
     last = await emu.create_task(payload=native_payload("echo last"))
