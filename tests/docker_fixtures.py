@@ -143,7 +143,8 @@ def leftovers(client: Any, tasks_dir_prefix: str) -> list[str]:
         for item in listing():
             labels = item.attrs.get("Labels") or {}
             if labels.get("tcworker.tasks-dir", "").startswith(tasks_dir_prefix.rstrip("/") + "/"):
-                found.append(f"{kind} {item.name or ','.join(item.attrs.get('Names') or [item.id])}")
+                names = [name.lstrip("/") for name in item.attrs.get("Names") or []]
+                found.append(f"{kind} {item.name or ','.join(names) or item.id}")
     return found
 
 
