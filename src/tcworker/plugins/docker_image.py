@@ -80,10 +80,11 @@ class DockerPlugin(Plugin):
         self.cache_host = MountsPlugin(config, mode="run")
 
     async def boot(self) -> None:
-        """Create ``cachesDir``; forget caches a crashed worker held (their folder is gone)."""
+        """Forget caches a crashed worker held (their folder is gone); ``cachesDir`` is created
+        by the first cache taken, not here."""
         caches = self.cache_host.caches
-        await asyncio.to_thread(caches.dir.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(caches.sweep)
+        if await asyncio.to_thread(caches.dir.is_dir):
+            await asyncio.to_thread(caches.sweep)
 
     def new_run(self, run: "TaskRun") -> TaskPlugin | None:
         parsed = run.parsed
