@@ -212,12 +212,13 @@ class Worker:
                 claims = await self.queue.claim_work(
                     min(want, 32), timeout_s=self.config.queue_call_timeout_s + CLAIM_LONG_POLL_S)
             except QueueError as err:
-                if self.watchdog is not None and getattr(err, "status", None) is not None:
-                    self.watchdog.progress()  # answered: the queue is down, not us wedged
                 failures += 1
                 delay = min(60.0, 0.5 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0)
                 log.warning("claimWork failed (%s); retrying in %.1fs", err, delay)
-                await self._pause(delay)
+                # answered (an HTTP status): the queue is down, we are not wedged (watchdog)
+                answered = getattr(err, "status", None) is not None
+                with self._claim_paused() if answered else contextlib.nullcontext():
+                    await self._pause(delay)
                 continue
             failures = 0
             if self.watchdog is not None:
