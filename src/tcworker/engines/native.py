@@ -8,6 +8,9 @@ Per run (see ``../shared/reference/peer-workers.md`` 1.2, 3.4, 3.11 for generic-
   ``/dev/null``, each in its own session, stopping at the first that fails or cannot start;
 - stdout and stderr share one pipe (so they interleave as written); the event loop moves the bytes
   into the task log with ``splice(2)`` in chunks of up to 1 MiB (:meth:`TaskLog.copy_from`);
+- commands start off the event loop (:mod:`.spawn`); with a cgroup and no task user they join it
+  through a ``/bin/sh`` exec wrapper when that cannot change what runs (:mod:`.execwrap`), so
+  CPython can ``vfork`` instead of ``fork``ing the whole worker;
 - every process lives in a :mod:`per-run process tree <tcworker.engines.proctree>` (cgroup v2).
   When a command's main process exits, its output gets ``output_drain_s`` to reach end of file
   (a background child holding stdout cannot hold the run), then the whole tree is SIGKILLed and
@@ -28,21 +31,25 @@ checks (the task runner), locking down the worker's own files (:mod:`tcworker.lo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import logging
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from tcworker.config import WorkerConfig
 from tcworker.engines.base import Engine, ExitResult, Sandbox, SandboxSpec
+from tcworker.engines.execwrap import ExecWrapper
+from tcworker.engines.execwrap import probe as probe_exec_wrapper
 from tcworker.engines.outcome import CommandOutcome, exit_block
 from tcworker.engines.pipecopy import PipeCopier
 from tcworker.engines.proctree import (
@@ -53,6 +60,7 @@ from tcworker.engines.proctree import (
     find_cgroup_base,
     sweep_cgroups,
 )
+from tcworker.engines.spawn import ChildProcess, start_command
 from tcworker.engines.taskuser import TaskUser, create_task_user, group_exists, prepare_multiuser
 from tcworker.errors import ConfigError, MalformedPayload
 from tcworker.logs import TaskLog
@@ -86,6 +94,7 @@ class NativeEngine(Engine):
         self._user_lock = asyncio.Lock()  # one useradd at a time: they contend for /etc/passwd
         self._use_cgroup = use_cgroup
         self._cgroup_base: Path | None = None
+        self._wrapper: ExecWrapper | None = None
         self._booted = False
 
     @property
@@ -121,6 +130,8 @@ class NativeEngine(Engine):
             swept = await sweep_cgroups(self._cgroup_base, cgroup_prefix(self.tasks_dir))
             if swept:
                 logger.info("native engine: removed leftover cgroups %s", swept)
+            if not self.multiuser:
+                self._wrapper = await self._probe_wrapper(self._cgroup_base)
         if self.multiuser:
             swept = await prepare_multiuser(self.tasks_dir)
             if swept:
@@ -129,6 +140,18 @@ class NativeEngine(Engine):
             logger.info("native engine: removing leftover task directory %s", leftover)
             await asyncio.to_thread(shutil.rmtree, leftover, ignore_errors=True)
         self._booted = True
+
+    async def _probe_wrapper(self, base: Path) -> ExecWrapper | None:
+        """The exec wrapper (:mod:`.execwrap`) if the shell passes the probe, in a scratch cgroup."""
+        try:
+            tree = CgroupTree(base / f"{cgroup_prefix(self.tasks_dir)}probe-{secrets.token_hex(4)}")
+        except OSError as err:
+            logger.info("native engine: no exec wrapper (%s); commands start without vfork", err)
+            return None
+        try:
+            return await asyncio.to_thread(probe_exec_wrapper, tree.path / "cgroup.procs")
+        finally:
+            await tree.close()
 
     async def create_sandbox(self, task_id: str, run_id: int, log: TaskLog) -> NativeSandbox:
         """A fresh task directory and process tree for one run (boots the engine if needed).
@@ -157,14 +180,16 @@ class NativeEngine(Engine):
                 await asyncio.shield(user.remove(keep_home=False))
             shutil.rmtree(task_dir, ignore_errors=True)
             raise
-        return NativeSandbox(task_dir, log, tree, self.config, user=user)
+        wrapper = self._wrapper if user is None else None
+        return NativeSandbox(task_dir, log, tree, self.config, user=user, wrapper=wrapper)
 
 
 class NativeSandbox(Sandbox):
     """One run of the native engine. Built by :meth:`NativeEngine.create_sandbox`."""
 
     def __init__(
-        self, task_dir: Path, log: TaskLog, tree: ProcessTree, config: WorkerConfig, *, user: TaskUser | None = None
+        self, task_dir: Path, log: TaskLog, tree: ProcessTree, config: WorkerConfig, *, user: TaskUser | None = None,
+        wrapper: ExecWrapper | None = None,
     ) -> None:
         self.task_dir = task_dir
         self.log = log
@@ -181,6 +206,8 @@ class NativeSandbox(Sandbox):
         self._stopped.set()
         self._ran = False
         self._disposed = False
+        self._wrapper = wrapper
+        self._copy_error: OSError | None = None
 
     # ------------------------------------------------------------------ interface
     async def run(self, spec: SandboxSpec) -> ExitResult:
@@ -253,19 +280,6 @@ class NativeSandbox(Sandbox):
             raise MalformedPayload(f"payload.osGroups: no such OS group on this worker: {', '.join(unknown)}") from None
         self.log.info(f"Task user {self.user.name} joined OS groups {', '.join(names)}")
 
-    def _preexec(self) -> Callable[[], None] | None:
-        """Child-side setup: join the cgroup (needs root), then become the task user."""
-        join, user = self._tree.preexec(), self.user
-        if user is None:
-            return join
-
-        def preexec() -> None:
-            if join is not None:
-                join()
-            user.drop_privileges()
-
-        return preexec
-
     # ------------------------------------------------------------------ one command
     async def _run_command(
         self, index: int, argv: tuple[str, ...], env: Mapping[str, str], deadline: float | None
@@ -273,26 +287,34 @@ class NativeSandbox(Sandbox):
         self.log.info(f"Executing command {index}: {shlex.join(argv)}")
         started = time.monotonic()
         cpu_before = self._tree.cpu_times()
+        outcome = await self._attempt(index, argv, env, deadline, self._wrapper)
+        if outcome is None:  # the exec wrapper could not exec it: start it the exact way to learn why
+            outcome = await self._attempt(index, argv, env, deadline, None)
+        cpu_s = None if outcome.start_error else _cpu_delta(cpu_before, self._tree.cpu_times())
+        outcome = dataclasses.replace(outcome, duration_s=time.monotonic() - started, cpu_s=cpu_s)
+        self.log.info(exit_block(outcome))
+        if self._copy_error is not None:
+            raise self._copy_error
+        return outcome
+
+    async def _attempt(
+        self, index: int, argv: tuple[str, ...], env: Mapping[str, str], deadline: float | None,
+        wrapper: ExecWrapper | None,
+    ) -> CommandOutcome | None:
+        """Start and run one command; None when ``wrapper`` failed to exec it (nothing ran)."""
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         _widen_pipe(write_fd)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *(_utf8(arg) for arg in argv),
-                stdin=subprocess.DEVNULL,
-                stdout=write_fd,
-                stderr=write_fd,
-                cwd=self.task_dir,
-                env={_utf8(name): _utf8(value) for name, value in env.items()},
-                start_new_session=True,
-                preexec_fn=self._preexec(),
-            )
+            proc = await start_command(argv, env, cwd=self.task_dir, output_fd=write_fd, tree=self._tree,
+                                       user=self.user, wrapper=wrapper)
         except (OSError, ValueError, subprocess.SubprocessError) as err:
             os.close(read_fd)
             message = _start_error(argv, err)
             self.log.error(f"Could not start command {index}: {message}")
-            outcome = CommandOutcome(index=index, start_error=message, duration_s=time.monotonic() - started)
-            self.log.info(exit_block(outcome))
-            return outcome
+            return CommandOutcome(index=index, start_error=message)
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
         self._tree.started(proc.pid)
@@ -306,15 +328,12 @@ class NativeSandbox(Sandbox):
             raise
         finally:
             copier.close()
-        outcome = CommandOutcome.from_process(
-            index, proc.returncode, ended_by, time.monotonic() - started, _cpu_delta(cpu_before, self._tree.cpu_times())
-        )
-        self.log.info(exit_block(outcome))
-        if copier.error is not None:
-            raise copier.error
-        return outcome
+        self._copy_error = copier.error
+        if proc.exec_failed() and ended_by == "exit":
+            return None
+        return CommandOutcome.from_process(index, proc.returncode, ended_by, 0.0, None)
 
-    async def _wait(self, proc: asyncio.subprocess.Process, deadline: float | None) -> str:
+    async def _wait(self, proc: ChildProcess, deadline: float | None) -> str:
         """Wait for the main process to exit, an abort, or the deadline: "exit"|"abort"|"timeout"."""
         exited = asyncio.ensure_future(proc.wait())
         aborted = asyncio.ensure_future(self._abort_requested.wait())
@@ -335,7 +354,7 @@ class NativeSandbox(Sandbox):
             exited.cancel()
             aborted.cancel()
 
-    async def _stop_tree(self, proc: asyncio.subprocess.Process, copier: PipeCopier, ended_by: str) -> None:
+    async def _stop_tree(self, proc: ChildProcess, copier: PipeCopier, ended_by: str) -> None:
         """Bring the tree down: drain then SIGKILL after a normal exit; TERM, grace, KILL otherwise."""
         if ended_by == "exit":
             if not await copier.wait_eof(self._drain_s):
@@ -351,7 +370,7 @@ class NativeSandbox(Sandbox):
                 self.log.warn(f"processes still running after {self._grace_s:g}s: SIGKILL")
         await self._reap(proc, copier)
 
-    async def _reap(self, proc: asyncio.subprocess.Process, copier: PipeCopier) -> None:
+    async def _reap(self, proc: ChildProcess, copier: PipeCopier) -> None:
         """SIGKILL whatever is left, wait for the tree and the main process, take the last output."""
         await self._tree.kill_and_wait()
         await proc.wait()
@@ -364,11 +383,6 @@ def _widen_pipe(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     except OSError as err:
         logger.debug("cannot grow output pipe to %d bytes: %s", PIPE_BYTES, err)
-
-
-def _utf8(text: str) -> bytes:
-    """Bytes for argv and env: UTF-8 whatever the worker's locale (byte-exact, no shell)."""
-    return text.encode("utf-8", errors="surrogateescape")
 
 
 def _start_error(argv: tuple[str, ...], err: BaseException) -> str:

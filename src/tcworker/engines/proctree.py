@@ -48,6 +48,11 @@ class ProcessTree(ABC):
     def preexec(self) -> Callable[[], None] | None:
         """Function for ``subprocess`` ``preexec_fn`` (runs in the child before exec), or None."""
 
+    @property
+    def procs_path(self) -> Path | None:
+        """``cgroup.procs`` to join the tree by writing ``0`` to it (None: no cgroup, or closed)."""
+        return None
+
     def started(self, pid: int) -> None:
         """Record the main process of a command that has just started."""
 
@@ -192,6 +197,10 @@ class CgroupTree(ProcessTree):
             os.write(fd, b"0")
 
         return join_cgroup
+
+    @property
+    def procs_path(self) -> Path | None:
+        return None if self._procs_fd is None else self.path / "cgroup.procs"
 
     def _groups(self) -> list[Path]:
         return [Path(d) for d, _, _ in os.walk(self.path, topdown=False)]
