@@ -90,6 +90,8 @@ class ProcessTree(ABC):
 
     async def kill_and_wait(self, timeout_s: float = 10.0) -> bool:
         """SIGKILL everything, then wait until gone (bounded); True if the tree is empty."""
+        if self.is_empty():  # the usual case once a command exited: no cgroup.kill write
+            return True
         deadline = time.monotonic() + timeout_s
         while True:
             self.kill_all()
