@@ -40,3 +40,14 @@ def test_first_error_wins_but_resolved_elsewhere_overrides():
     assert first_error(None, None) is None
     cancelled = errors.RunResolvedElsewhere("cancelled")
     assert first_error(failed, cancelled) is cancelled
+
+
+def test_after_upload_a_failed_upload_beats_a_failed_task_but_not_an_exception():
+    from tcworker.resolution import after_upload
+
+    failed, unavailable = errors.TaskFailed("exit 1"), errors.ResourceUnavailable("503")
+    assert after_upload(failed, unavailable) is unavailable  # the failed run could not carry its artifacts
+    assert after_upload(None, unavailable) is unavailable
+    shutdown = errors.WorkerShutdown("SIGTERM")
+    assert after_upload(shutdown, unavailable) is shutdown
+    assert after_upload(failed, None) is failed

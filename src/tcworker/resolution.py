@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tcworker.errors import InternalError, RunResolvedElsewhere, TaskException, TaskFailed
+from tcworker.errors import InternalError, ResourceUnavailable, RunResolvedElsewhere, TaskException, TaskFailed
 
 State = Literal["completed", "failed", "exception"]
 
@@ -98,3 +98,15 @@ def first_error(current: BaseException | None, new: BaseException | None) -> Bas
     if isinstance(new, RunResolvedElsewhere):
         return new
     return current if current is not None else new
+
+
+def after_upload(error: BaseException | None, upload_error: BaseException | None) -> BaseException | None:
+    """Fold an upload failure into the outcome of a run that uploads before reporting.
+
+    The first error decides, except that a failed upload beats a failed task: a ``failed`` run
+    must carry its artifacts and log (the queue refuses uploads after reportFailed), so it
+    resolves ``exception/resource-unavailable`` instead.
+    """
+    if isinstance(upload_error, ResourceUnavailable) and isinstance(error, TaskFailed):
+        return upload_error
+    return first_error(error, upload_error)

@@ -38,7 +38,8 @@ from tcworker.errors import (
 from tcworker.logs import TaskLog
 from tcworker.outlet import LogNames, RunOutlet
 from tcworker.plugins.base import Plugin, TaskPlugin
-from tcworker.resolution import Resolution, first_error, resolve
+from tcworker.resolution import Resolution, after_upload, first_error, resolve
+from tcworker.runchecks import check_before_run
 from tcworker.taskenv import reserved_env, task_env
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,7 @@ class TaskRun:
         self.parsed = parse_task(dict(self.task), self.config)
         self.log_names = LogNames(self.parsed.log_names.live, self.parsed.log_names.backing)
         self.log.info(f"Engine: {self.parsed.engine}")
-        self._check_supported()
-        self._check_os_group_scopes()
-        self._check_artifact_names()
+        check_before_run(self.parsed, self.task, self.config, self.plugins)
         self.task_plugins = [tp for tp in (p.new_run(self) for p in self.plugins) if tp is not None]
         for task_plugin in self.task_plugins:
             self._check_abort()
@@ -245,13 +244,13 @@ class TaskRun:
         resolution = resolve(error)
         if resolution.upload_first:
             # the queue refuses uploads after reportCompleted/reportFailed: upload first
-            error = _after_upload(error, await self._publish_artifacts())
+            error = after_upload(error, await self._publish_artifacts())
             if resolve(error).upload_first:  # plugins' artifacts certify the payload's (CoT)
                 error = first_error(error, await self._call_uploaded())
             resolution = resolve(error)
             if resolution.upload_first:
                 self._close_log(resolution)
-                resolution = resolve(_after_upload(error, await self._publish_log()))
+                resolution = resolve(after_upload(error, await self._publish_log()))
                 await self._report(resolution)
                 return resolution
             artifacts_done = True
@@ -387,44 +386,6 @@ class TaskRun:
         else:
             self.log.error(message)
 
-    def _check_artifact_names(self) -> None:
-        """Refuse, before anything runs, artifact names the queue cannot store (FM-01, FM-06)."""
-        from tcworker.artifact_names import check_artifact_name
-
-        problems = [
-            f"payload.artifacts: name {spec.name!r} ({spec.path}): {problem}"
-            for spec in self.parsed.artifact_specs
-            if (problem := check_artifact_name(spec.name, directory=spec.kind == "directory"))
-        ]
-        if problems:
-            raise MalformedPayload("\n".join(problems))
-
-    def _check_supported(self) -> None:
-        """Refuse payload parts that the schema allows but no plugin of this worker provides."""
-        provided = {name for plugin in self.plugins for name in plugin.provides}
-        wanted = {
-            "taskclusterProxy": self.parsed.features.taskcluster_proxy,
-            "chainOfTrust": self.parsed.features.chain_of_trust,
-            "mounts": bool(getattr(self.parsed.payload, "mounts", None)),
-            "cache": bool(getattr(self.parsed.payload, "cache", None)),
-        }
-        missing = sorted(name for name, asked in wanted.items() if asked and name not in provided)
-        if missing:
-            where = {"mounts": "payload.mounts", "cache": "payload.cache"}
-            raise MalformedPayload("\n".join(
-                f"{where.get(name, 'payload.features.' + name)}: not supported by this worker yet"
-                for name in missing
-            ))
-
-    def _check_os_group_scopes(self) -> None:
-        """``osGroups`` need ``generic-worker:os-group:<workerPoolId>/<group>`` (peer-workers.md 1.8)."""
-        from tcworker.scopes import os_group_scopes, require_scopes
-
-        groups = getattr(self.parsed.payload, "os_groups", None) or []
-        if groups:
-            required = os_group_scopes(groups, self.config.worker_pool_id)
-            require_scopes(required, dict(self.task), "payload.osGroups")
-
     def _check_abort(self) -> None:
         if self._abort_error is not None:
             raise self._abort_error
@@ -440,15 +401,6 @@ class TaskRun:
         # multiuser: the task user's clean base (HOME, USER, LOGNAME, PATH), not the worker's
         base = self.sandbox.user_env if self.sandbox.user_env is not None else self.worker_env
         return task_env(worker_env=base, payload_env=self.parsed.env, reserved=reserved)
-
-
-def _after_upload(error: BaseException | None, upload_error: BaseException | None) -> BaseException | None:
-    """The first error decides, except that a failed upload beats a failed task: a ``failed`` run
-    must carry its artifacts and log (the queue refuses uploads after reportFailed), so it
-    resolves ``exception/resource-unavailable`` instead (issue 12's chaos invariants)."""
-    if isinstance(upload_error, ResourceUnavailable) and isinstance(error, TaskFailed):
-        return upload_error
-    return first_error(error, upload_error)
 
 
 def _parse_time(value: object) -> datetime | None:

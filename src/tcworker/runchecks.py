@@ -1,0 +1,80 @@
+"""Checks of a parsed task against this worker, made before anything of the task runs.
+
+Each refusal is a :class:`~tcworker.errors.MalformedPayload` whose message names the field:
+artifact names the queue cannot store (FM-01, FM-06), payload features no plugin of this worker
+provides, and ``osGroups`` without their scopes (``peer-workers.md`` section 1.8).
+
+What does not live here: the schema-level payload checks and worker rules
+(:mod:`tcworker.payloads`), scope checks that belong to one feature (its plugin's ``prepare``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from tcworker.config import WorkerConfig
+from tcworker.errors import MalformedPayload
+
+if TYPE_CHECKING:
+    from tcworker.payloads import ParsedTask
+    from tcworker.plugins.base import Plugin
+
+FEATURE_FIELDS = {
+    "taskclusterProxy": "payload.features.taskclusterProxy",
+    "chainOfTrust": "payload.features.chainOfTrust",
+    "mounts": "payload.mounts",
+    "cache": "payload.cache",
+}
+
+
+def check_before_run(
+    parsed: "ParsedTask", task: Mapping, config: WorkerConfig, plugins: Sequence["Plugin"]
+) -> None:
+    """Run every check below.
+
+    Raises:
+        MalformedPayload: the first failing check, one line per problem → malformed-payload.
+    """
+    check_supported(parsed, plugins)
+    check_os_group_scopes(parsed, task, config)
+    check_artifact_names(parsed)
+
+
+def check_artifact_names(parsed: "ParsedTask") -> None:
+    """Refuse artifact names the queue cannot store (``..``, ``//``, control characters, ...)."""
+    from tcworker.artifact_names import check_artifact_name
+
+    problems = [
+        f"payload.artifacts: name {spec.name!r} ({spec.path}): {problem}"
+        for spec in parsed.artifact_specs
+        if (problem := check_artifact_name(spec.name, directory=spec.kind == "directory"))
+    ]
+    if problems:
+        raise MalformedPayload("\n".join(problems))
+
+
+def check_supported(parsed: "ParsedTask", plugins: Sequence["Plugin"]) -> None:
+    """Refuse payload parts the schema allows but no plugin of this worker provides."""
+    provided = {name for plugin in plugins for name in plugin.provides}
+    wanted = {
+        "taskclusterProxy": parsed.features.taskcluster_proxy,
+        "chainOfTrust": parsed.features.chain_of_trust,
+        "mounts": bool(getattr(parsed.payload, "mounts", None)),
+        "cache": bool(getattr(parsed.payload, "cache", None)),
+    }
+    missing = sorted(name for name, asked in wanted.items() if asked and name not in provided)
+    if missing:
+        raise MalformedPayload("\n".join(
+            f"{FEATURE_FIELDS[name]}: not supported by this worker (no plugin provides it)"
+            for name in missing
+        ))
+
+
+def check_os_group_scopes(parsed: "ParsedTask", task: Mapping, config: WorkerConfig) -> None:
+    """``osGroups`` need ``generic-worker:os-group:<workerPoolId>/<group>`` for each group."""
+    from tcworker.scopes import os_group_scopes, require_scopes
+
+    groups = getattr(parsed.payload, "os_groups", None) or []
+    if groups:
+        required = os_group_scopes(groups, config.worker_pool_id)
+        require_scopes(required, dict(task), "payload.osGroups")
