@@ -20,7 +20,7 @@ from typing import Sequence
 
 from tcworker.config import WorkerConfig
 from tcworker.errors import MalformedPayload
-from tcworker.outlet import LogNames, RunOutlet
+from tcworker.outlet import LogNames, RunOutlet, log_artifacts
 from tcworker.resolution import Resolution
 
 
@@ -49,16 +49,9 @@ class FolderOutlet(RunOutlet):
         self.artifacts.extend(artifacts)  # payload artifacts, then the plugins' (chain of trust)
 
     async def publish_log(self, path: Path, names: LogNames, expires: datetime) -> None:
-        from tcworker.artifacts import DataArtifact, write_to_folder
+        from tcworker.artifacts import write_to_folder
 
-        backing = DataArtifact(
-            name=names.backing,
-            path=path,
-            size_bytes=path.stat().st_size,
-            content_type="text/plain; charset=utf-8",
-            content_encoding="gzip",
-            expires=expires,
-        )
+        backing, _ = log_artifacts(path, names, expires)
         manifest = await asyncio.to_thread(
             write_to_folder, [*self.artifacts, backing], self.out_dir, links={names.live: names.backing},
             moves=frozenset({names.backing}),

@@ -25,6 +25,20 @@ class LogNames:
     backing: str = "public/logs/live_backing.log"
 
 
+LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+
+def log_artifacts(path: Path, names: LogNames, expires: datetime) -> tuple:
+    """The task log as artifacts: ``(backing data artifact, live link to it)``, both expiring with
+    the task (generic-worker: ``text/plain; charset=utf-8``, gzip in ``s3`` mode)."""
+    from tcworker.artifacts import DataArtifact, LinkArtifact
+
+    backing = DataArtifact(name=names.backing, path=path, size_bytes=path.stat().st_size,
+                           content_type=LOG_CONTENT_TYPE, content_encoding="gzip", expires=expires)
+    link = LinkArtifact(name=names.live, target=names.backing, expires=expires, content_type=LOG_CONTENT_TYPE)
+    return backing, link
+
+
 class RunOutlet(ABC):
     """The destination of one run's artifacts, log and resolution.
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from tcworker.errors import QueueError, RunResolvedElsewhere, TaskFailed, WorkerError
-from tcworker.outlet import LogNames, RunOutlet
+from tcworker.outlet import LogNames, RunOutlet, log_artifacts
 from tcworker.resolution import Resolution
 
 #: Prefix of the per-run log folders under ``tasksDir``; the worker sweeps them at boot.
@@ -72,18 +72,7 @@ class QueueOutlet(RunOutlet):
             raise TaskFailed("required artifact(s) vanished before upload: " + ", ".join(vanished))
 
     async def publish_log(self, path: Path, names: LogNames, expires: datetime) -> None:
-        from tcworker.artifacts import DataArtifact, LinkArtifact
-
-        backing = DataArtifact(
-            name=names.backing,
-            path=path,
-            size_bytes=path.stat().st_size,
-            content_type="text/plain; charset=utf-8",
-            content_encoding="gzip",
-            expires=expires,
-        )
-        link = LinkArtifact(name=names.live, target=names.backing, expires=expires,
-                            content_type="text/plain; charset=utf-8")
+        backing, link = log_artifacts(path, names, expires)
         self.results.extend(await self.uploader.upload_all([backing, link]))
         self._check_resolved()
 
