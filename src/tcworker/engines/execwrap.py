@@ -12,7 +12,8 @@ joins the cgroup (``PROCS`` is its ``cgroup.procs``) before the command runs, th
 it with the same argv and environment. If that ``exec`` fails the shell exits through the EXIT
 trap, which creates ``STATUS``: the engine then starts the command again the exact way (``fork``
 and ``preexec_fn``), so a command that cannot start is still reported as a start failure with
-Popen's own error, never as exit code 126/127.
+Popen's own error, never as exit code 126/127 (the task log then also holds the shell's one-line
+complaint: only for what the checks below cannot foresee, e.g. ETXTBSY or a race).
 
 A shell is no exact ``execve``, so :meth:`ExecWrapper.plan` takes the wrapper only when it
 cannot differ, and returns None (→ the exact path) otherwise:

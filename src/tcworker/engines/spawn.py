@@ -1,21 +1,23 @@
 """Starting one command of the native engine off the event loop, and waiting for it with a pidfd.
 
-:func:`spawn` runs ``subprocess.Popen`` in a small thread pool of its own. With a ``preexec_fn`` (the
-cgroup join, then the task user's ids) CPython must ``fork`` rather than ``vfork``, and Popen
-waits until the child has run that function and called ``exec``: a few ms per command for a
-~60 MB worker, which no longer stall the event loop (other runs' output, API calls, heartbeats).
-Popen's semantics stay whole: the same argv and env bytes, PATH search against the task's env,
-and a command that cannot start raises in the parent (``OSError``/``SubprocessError``), never an
-exit code.
+:func:`start_command` runs ``subprocess.Popen`` in a small thread pool of its own, so the event
+loop (other runs' output, API calls, heartbeats) never waits for a child to ``exec``. How the
+child joins the run's cgroup:
+
+- through the ``/bin/sh`` exec wrapper of :mod:`.execwrap` when it allows (cgroup, no task user,
+  nothing the shell could change): no ``preexec_fn``, so CPython ``vfork``\ s; if the wrapper
+  could not ``exec`` the command, :meth:`ChildProcess.exec_failed` says so after the exit and the
+  engine starts it again the exact way;
+- otherwise with a ``preexec_fn`` (cgroup join, then the task user's ids), which makes CPython
+  ``fork`` the whole worker (a few ms of worker CPU per command for a ~60 MB worker).
+
+Either way argv and env bytes are as given, ``argv[0]`` is looked up in the task env's PATH as
+Popen does, and a command that cannot start raises in the parent (``OSError``/``SubprocessError``),
+never an exit code.
 
 :class:`ChildProcess` waits for the exit through a pidfd registered with the event loop, so no
 thread per command is parked in ``waitpid`` (asyncio's default child watcher in Python 3.11
 starts one per process). Without pidfd support (Linux < 5.3) a pool thread waits instead.
-
-Measured alternatives (``bench/README.md``): a ``/bin/sh`` exec wrapper joining the cgroup would
-let CPython ``vfork`` (~1-3 ms less worker CPU per command), but the shell rewrites the
-environment (adds ``PWD``, drops names that are not shell identifiers), runs files without a
-``#!`` line as shell scripts and turns exec failures into exit codes 126/127; so it is not used.
 
 What does not live here: the process tree (:mod:`.proctree`), output copying (:mod:`.pipecopy`),
 the command policy (:mod:`.native`).
