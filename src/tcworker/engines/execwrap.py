@@ -8,7 +8,7 @@ uses ``vfork``. The wrapper::
     /bin/sh -c 'trap \': >"$0"\' EXIT; echo 0 >"$1" || exit; shift; unset PWD; exec "$@"' STATUS PROCS ARGV...
 
 (``PWD=$2; shift 2`` instead of ``shift; unset PWD`` when the env holds a PWD, passed as ``$2``)
-joins the cgroup (``PROCS`` is its ``cgroup.procs``) before the command runs, then ``exec``\\ s
+joins the cgroup (``PROCS`` is its ``cgroup.procs``) before the command runs, then execs
 it with the same argv and environment. If that ``exec`` fails the shell exits through the EXIT
 trap, which creates ``STATUS``: the engine then starts the command again the exact way (``fork``
 and ``preexec_fn``), so a command that cannot start is still reported as a start failure with

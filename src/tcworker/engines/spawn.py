@@ -5,7 +5,7 @@ loop (other runs' output, API calls, heartbeats) never waits for a child to ``ex
 child joins the run's cgroup:
 
 - through the ``/bin/sh`` exec wrapper of :mod:`.execwrap` when it allows (cgroup, no task user,
-  nothing the shell could change): no ``preexec_fn``, so CPython ``vfork``\ s; if the wrapper
+  nothing the shell could change): no ``preexec_fn``, so CPython uses ``vfork``; if the wrapper
   could not ``exec`` the command, :meth:`ChildProcess.exec_failed` says so after the exit and the
   engine starts it again the exact way;
 - otherwise with a ``preexec_fn`` (cgroup join, then the task user's ids), which makes CPython
