@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tcworker.run")
 
+SHUTDOWN_REPORT_TIMEOUT_S = 5.0
 REPORT_RETRY_S = (0.5, 1, 2, 4, 8, 15, 30)
 
 
@@ -56,6 +57,7 @@ class QueueOutlet(RunOutlet):
         self.watchers = watchers
         self.uploader = uploader
         self.results: list = []
+        self.reporting = False  # True once report() started: the run's resolution is in hand
 
     async def publish_artifacts(self, artifacts: Sequence[object]) -> None:
         """Upload; raises ``TaskFailed`` when a required file vanished before its upload (FM-02),
@@ -104,6 +106,7 @@ class QueueOutlet(RunOutlet):
             RunResolvedElsewhere: the run is gone (409), or the report failed for good: either way
                 the queue resolves the run without us (claim-expired, then a retry).
         """
+        self.reporting = True
         await self.watchers.stop()
         gone = self.watchers.watch.cancellation
         if gone is not None:
@@ -176,12 +179,30 @@ class ClaimedRun:
             cancel_watch = asyncio.create_task(self._abort_when_gone(watchers))
             try:
                 return await self.taskrun.execute()
+            except asyncio.CancelledError:
+                # cancelled hard (the shutdown grace period ran out): never leave the claim for
+                # the queue to expire when one call can still resolve it
+                await asyncio.shield(self._report_shutdown_if_unresolved(self.taskrun.outlet))
+                raise
             finally:
                 unwatch_pulse()
                 cancel_watch.cancel()
                 await watchers.stop()
         finally:
             shutil.rmtree(log_dir, ignore_errors=True)
+
+    async def _report_shutdown_if_unresolved(self, outlet: QueueOutlet) -> None:
+        if outlet.reporting or outlet.watchers.watch.is_set():
+            return
+        try:
+            async with asyncio.timeout(SHUTDOWN_REPORT_TIMEOUT_S):
+                await outlet.watchers.stop()
+                await outlet.run_queue.report_exception("worker-shutdown")
+            log.warning("run %s/%s: stopped before it could finish; reported exception/worker-shutdown",
+                        self.task_id, self.run_id)
+        except (QueueError, RunResolvedElsewhere, TimeoutError) as err:
+            log.warning("run %s/%s: stopped before it could finish; worker-shutdown not reported "
+                        "(the claim will expire): %s", self.task_id, self.run_id, err)
 
     async def _abort_when_gone(self, watchers) -> None:
         gone = await watchers.watch.wait()

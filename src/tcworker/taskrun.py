@@ -199,8 +199,10 @@ class TaskRun:
             await self._wait_run(run)
         finally:
             if not run.done():
-                await self.sandbox.abort("run interrupted")
-                await asyncio.shield(run)
+                # interrupted (a plugin failed, or the run is cancelled hard): no grace period,
+                # a cancelled Sandbox.run kills and reaps the whole tree at once
+                run.cancel()
+                await asyncio.wait([run])
         self.result = run.result()
         for task_plugin in self._prepared:
             await task_plugin.stopped(self.result)

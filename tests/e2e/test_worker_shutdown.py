@@ -81,3 +81,20 @@ async def test_a_second_signal_aborts_at_once(emulator, worker_process):
     assert await worker.wait(timeout_s=30) == 71
     assert resolutions(emu, task_id)[0] == ("exception", "worker-shutdown")
     assert _processes_with(marker) == []
+
+
+async def test_given_grace_period_runs_out_mid_abort_then_worker_shutdown_is_still_reported(
+        emulator, worker_process):
+    # The task ignores SIGTERM and the engine would wait 30 s before SIGKILL, but the grace period
+    # is 1.5 s: the worker cancels the run hard, and still resolves it instead of letting the
+    # claim expire.
+    emu = await emulator()
+    marker = "60.2103"
+    task_id = await emu.create_task(payload=native_payload(f"trap '' TERM; sleep {marker}; sleep {marker}"))
+    worker = await worker_process(emu, shutdownGracePeriodSecs=1.5, killGracePeriodSecs=30)
+    await emu.changes.until(lambda: _processes_with(marker), what="the task's sleep")
+    worker.send_signal(signal.SIGTERM)
+    assert await worker.wait(timeout_s=30) == 72
+    assert resolutions(emu, task_id)[0] == ("exception", "worker-shutdown")
+    assert _processes_with(marker) == []
+    assert any("worker-shutdown" in line and "stopped before it could finish" in line for line in worker.lines)
