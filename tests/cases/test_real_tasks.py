@@ -64,6 +64,8 @@ async def test_exec_case_through_run(case_id: str, tmp_path: Path) -> None:
 async def _run_case(case_id: str, tmp_path: Path, *, via_run: bool) -> None:
     case = load_case(_case_file(case_id))
     missing = missing_needs(case.needs)
+    if missing == ["multiuser"]:
+        pytest.skip(f"{case_id}: a multiuser case, run by tests/engines/test_multiuser_cases.py")
     if missing:
         pytest.skip(f"{case_id}: needs not implemented: {', '.join(missing)}")
     if case_id in CASE_GAPS:
