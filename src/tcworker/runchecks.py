@@ -2,7 +2,8 @@
 
 Each refusal is a :class:`~tcworker.errors.MalformedPayload` whose message names the field:
 artifact names the queue cannot store (FM-01, FM-06), payload features no plugin of this worker
-provides, and ``osGroups`` without their scopes (``peer-workers.md`` section 1.8).
+provides, and ``osGroups`` without their scopes (``peer-workers.md`` section 1.8; ``assume:``
+scopes expanded through the Auth service when the run is given, :func:`tcworker.scopes.held_scopes`).
 
 What does not live here: the schema-level payload checks and worker rules
 (:mod:`tcworker.payloads`), scope checks that belong to one feature (its plugin's ``prepare``).
@@ -10,7 +11,7 @@ What does not live here: the schema-level payload checks and worker rules
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from tcworker.config import WorkerConfig
 from tcworker.errors import MalformedPayload
@@ -27,16 +28,18 @@ FEATURE_FIELDS = {
 }
 
 
-def check_before_run(
-    parsed: "ParsedTask", task: Mapping, config: WorkerConfig, plugins: Sequence["Plugin"]
+async def check_before_run(
+    parsed: "ParsedTask", task: Mapping, config: WorkerConfig, plugins: Sequence["Plugin"],
+    run: Any = None,
 ) -> None:
-    """Run every check below.
+    """Run every check below; ``run`` (the ``TaskRun``) lets scope checks expand ``assume:``.
 
     Raises:
         MalformedPayload: the first failing check, one line per problem → malformed-payload.
+        ResourceUnavailable: expanding ``assume:`` scopes failed (Auth service unreachable).
     """
     check_supported(parsed, plugins)
-    check_os_group_scopes(parsed, task, config)
+    await check_os_group_scopes(parsed, task, config, run)
     check_artifact_names(parsed)
 
 
@@ -70,11 +73,13 @@ def check_supported(parsed: "ParsedTask", plugins: Sequence["Plugin"]) -> None:
         ))
 
 
-def check_os_group_scopes(parsed: "ParsedTask", task: Mapping, config: WorkerConfig) -> None:
+async def check_os_group_scopes(parsed: "ParsedTask", task: Mapping, config: WorkerConfig,
+                                run: Any = None) -> None:
     """``osGroups`` need ``generic-worker:os-group:<workerPoolId>/<group>`` for each group."""
-    from tcworker.scopes import os_group_scopes, require_scopes
+    from tcworker.scopes import held_scopes, os_group_scopes, require_scopes
 
     groups = getattr(parsed.payload, "os_groups", None) or []
     if groups:
         required = os_group_scopes(groups, config.worker_pool_id)
-        require_scopes(required, dict(task), "payload.osGroups")
+        held = await held_scopes(run) if run is not None else None
+        require_scopes(required, dict(task), "payload.osGroups", held)

@@ -170,7 +170,7 @@ class TaskRun:
         self.parsed = parse_task(dict(self.task), self.config)
         self.log_names = LogNames(self.parsed.log_names.live, self.parsed.log_names.backing)
         self.log.info(f"Engine: {self.parsed.engine}")
-        check_before_run(self.parsed, self.task, self.config, self.plugins)
+        await check_before_run(self.parsed, self.task, self.config, self.plugins, run=self)
         self.task_plugins = [tp for tp in (p.new_run(self) for p in self.plugins) if tp is not None]
         for task_plugin in self.task_plugins:
             self._check_abort()

@@ -5,6 +5,7 @@ output folder. :func:`run_queue_case` starts an in-process
 :class:`~tcworker.testing.queue.QueueEmulator`, a real ``tcworker run`` process claiming from it,
 creates the prereqs one by one (each checked once resolved), then the task, and downloads the
 artifacts the expectation names through the official client. Both give :class:`TaskResult`.
+:data:`CASE_ROLES` gives the emulator the roles a case's ``assume:`` scopes need.
 
 What does not live here: the needs set (:mod:`needs`), the checks (:mod:`expect`), the file server.
 """
@@ -23,6 +24,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tcworker.testing.cases import Case
+
+CASE_ROLES: dict[str, dict[str, list[str]]] = {
+    "dw-taskcluster-decision": {
+        "repo:github.com/taskcluster/taskcluster:branch:main": [
+            "docker-worker:cache:taskcluster-level-1-checkouts-sparse-v2"],
+    },
+}
+"""Roles the emulator gets before a case runs (case id → role id → scopes). They stand in for the
+deployment's roles: real decision tasks hold only ``assume:repo:...`` and get their cache scopes
+from a role the deployment defines (the worker expands it through ``auth.expandScopes``)."""
 
 EXEC_TIMEOUT_S = 180.0
 TASK_TIMEOUT_S = 180.0
@@ -129,6 +140,8 @@ async def run_queue_case(case: Case, task_ids: dict[str, str], task_id: str, wor
     from tcworker.testing.queue import QueueEmulator
 
     async with QueueEmulator(long_poll_s=0.5, validate_schemas=None) as emu:
+        for role_id, scopes in CASE_ROLES.get(case.id, {}).items():
+            emu.add_role(role_id, scopes)
         config_path = _write_worker_config(emu, case, work)
         worker_out = (work / "worker.log").open("wb")
         proc = await asyncio.create_subprocess_exec(

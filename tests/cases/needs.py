@@ -17,12 +17,7 @@ IMPLEMENTED_NEEDS: frozenset[str] = frozenset({"native", "queue", "fileserver", 
 against the emulator; ``fileserver``: ``{{fileserver}}`` on a loopback port)."""
 
 
-CASE_GAPS: dict[str, str] = {
-    "dw-taskcluster-decision": (
-        "role expansion: its task.scopes hold only assume:repo:github.com/taskcluster/taskcluster:branch:main, "
-        "which grants docker-worker:cache:taskcluster-level-1-checkouts-sparse-v2 upstream through a role; "
-        "tcworker.scopes does not expand assume: scopes (no Auth expandScopes, no roles in the emulator)"),
-}
+CASE_GAPS: dict[str, str] = {}
 """Cases whose needs are all implemented but that need something their ``needs`` do not name;
 reported as skipped with the reason (remove an entry when its gap is closed)."""
 

@@ -6,8 +6,8 @@ store, index and rules as native ``writableDirectoryCache`` mounts, so a cache n
 same cache for both payload kinds, as under D2G), bind-mounted into the container:
 
 - ``check``: each name needs ``docker-worker:cache:<name>`` or
-  ``docker-worker:cache:<name>:<workerPoolId>`` in ``task.scopes``; otherwise
-  ``malformed-payload`` listing required and given scopes. Mount paths must be absolute and not
+  ``docker-worker:cache:<name>:<workerPoolId>`` in ``task.scopes`` (``assume:`` expanded by the
+  caller); otherwise ``malformed-payload`` listing required and given scopes. Mount paths must be absolute and not
   ``/``. Under ``tcworker run``, purge requests of the pool are fetched first (the mounts
   feature's polling, :meth:`~tcworker.plugins.mounts.MountsPlugin.poll_purge_requests`);
 - ``mount``: acquire each cache (exclusive use: a second running task asking for the same name
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from tcworker.caches import CacheError, CacheLease
 from tcworker.errors import TaskFailed
-from tcworker.scopes import satisfies
+from tcworker.scopes import given_lines, satisfies, task_scopes
 
 if TYPE_CHECKING:
     from tcworker.engines.base import ExitResult
@@ -43,15 +43,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def cache_scope_problem(task: dict, names: list[str], worker_pool_id: str) -> str | None:
+def cache_scope_problem(task: dict, names: list[str], worker_pool_id: str,
+                        held: list[str] | None = None) -> str | None:
     """The ``malformed-payload`` message when ``task.scopes`` miss a cache scope, else None.
 
     Args:
         task: the task definition (``scopes``: list of strings, may be missing).
         names: the cache names of ``payload.cache``.
         worker_pool_id: ``<provisionerId>/<workerType>``; the suffixed form is accepted too.
+        held: the expanded scopes (:func:`tcworker.scopes.held_scopes`); None → ``task.scopes``.
     """
-    given = [s for s in task.get("scopes") or [] if isinstance(s, str)]
+    given = task_scopes(task) if held is None else list(held)
     required = [f"docker-worker:cache:{name}" for name in sorted(names)]
     missing = [s for s in required
                if not satisfies(given, s) and not (worker_pool_id and satisfies(given, f"{s}:{worker_pool_id}"))]
@@ -61,8 +63,7 @@ def cache_scope_problem(task: dict, names: list[str], worker_pool_id: str) -> st
     lines = ["payload.cache: task.scopes do not satisfy the scopes it requires",
              f"Required scopes (each also granted with the suffix '{suffix}'):"]
     lines += [f"  {s}" for s in required]
-    lines.append("Given scopes (task.scopes):")
-    lines += [f"  {s}" for s in given] or ["  (none)"]
+    lines += given_lines(task, held)
     lines.append("Missing: " + ", ".join(missing))
     return "\n".join(lines)
 
@@ -85,10 +86,12 @@ class DockerCaches:
         self.started = False
         self.keep: bool | None = None
 
-    def problems(self) -> list[str]:
-        """Payload problems (missing scopes, bad mount paths), one line each."""
+    def problems(self, held: list[str] | None = None) -> list[str]:
+        """Payload problems (missing scopes, bad mount paths), one line each; ``held``: the
+        expanded scopes (None → the literal ``task.scopes``)."""
         problems = []
-        if problem := cache_scope_problem(dict(self.run.task), list(self.paths), self.run.config.worker_pool_id):
+        if problem := cache_scope_problem(dict(self.run.task), list(self.paths), self.run.config.worker_pool_id,
+                                          held):
             problems.append(problem)
         for name, path in self.paths.items():
             if not posixpath.isabs(path) or posixpath.normpath(path) == "/":

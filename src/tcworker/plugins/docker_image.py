@@ -3,7 +3,8 @@
 For each run whose payload has ``image`` (``ParsedTask.engine == "docker"``):
 
 - ``prepare`` checks the scopes docker-worker requires in ``task.scopes`` (each with or without
-  a ``:<workerPoolId>`` suffix; a trailing ``*`` in a task scope matches any rest):
+  a ``:<workerPoolId>`` suffix; a trailing ``*`` in a task scope matches any rest; ``assume:``
+  scopes expanded through the Auth service, :func:`tcworker.scopes.held_scopes`):
   ``docker-worker:capability:privileged``, ``docker-worker:capability:device:<device>``,
   ``docker-worker:feature:allowPtrace``; the worker config gates (``dockerConfig``) are checked
   earlier by :mod:`tcworker.payloads.rules`. A missing scope → ``malformed-payload`` naming it.
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from tcworker.errors import MalformedPayload
 from tcworker.plugins.base import Plugin, TaskPlugin
+from tcworker.scopes import held_scopes, satisfies
 from tcworker.taskenv import BASE_NAMES
 
 if TYPE_CHECKING:
@@ -55,11 +57,6 @@ DEVICE_PATHS = {
 IMAGE_SUFFIXES = (".tar", ".tar.zst", ".tar.lz4")
 #: Env names the task runner takes from the worker host; a container keeps its image's instead.
 HOST_ONLY_ENV = frozenset({"PATH", "TASK_WORKDIR", *BASE_NAMES})
-
-
-def scope_satisfied(scopes: list[str], wanted: str) -> bool:
-    """True when one of ``scopes`` grants ``wanted`` (exact, or a prefix ending in ``*``)."""
-    return any(s == wanted or (s.endswith("*") and wanted.startswith(s[:-1])) for s in scopes)
 
 
 class DockerPlugin(Plugin):
@@ -114,8 +111,10 @@ class DockerRun(TaskPlugin):
             MalformedPayload: a missing scope, or an image source this worker cannot fetch yet.
         """
         payload = self.run.parsed.payload
+        wanted = self._wanted_scopes()
+        held = await held_scopes(self.run) if wanted or self.caches is not None else []
         problems = [f"{path}: task.scopes needs {scope!r} (optionally suffixed with ':{self._pool}')"
-                    for path, scope in self._wanted_scopes() if not self._granted(scope)]
+                    for path, scope in wanted if not self._granted(held, scope)]
         image = payload.image
         if isinstance(image, str):
             self.image_name = image
@@ -124,7 +123,7 @@ class DockerRun(TaskPlugin):
         elif not image.path.endswith(IMAGE_SUFFIXES):
             problems.append(f"payload.image.path: {image.path!r} must end with " + ", ".join(IMAGE_SUFFIXES))
         if self.caches is not None:
-            problems += self.caches.problems()
+            problems += self.caches.problems(held)
         if problems:
             raise MalformedPayload("\n".join(problems))
         if self.caches is not None:
@@ -212,10 +211,9 @@ class DockerRun(TaskPlugin):
     def _pool(self) -> str:
         return self.run.config.worker_pool_id or "<workerPoolId>"
 
-    def _granted(self, scope: str) -> bool:
-        scopes = [s for s in self.run.task.get("scopes") or [] if isinstance(s, str)]
+    def _granted(self, scopes: list[str], scope: str) -> bool:
         pool = self.run.config.worker_pool_id
-        return scope_satisfied(scopes, scope) or bool(pool) and scope_satisfied(scopes, f"{scope}:{pool}")
+        return satisfies(scopes, scope) or bool(pool) and satisfies(scopes, f"{scope}:{pool}")
 
     def _wanted_scopes(self) -> list[tuple[str, str]]:
         payload = self.run.parsed.payload

@@ -133,10 +133,6 @@ def _describe(index: int, mount: Any) -> str:
     return f"mounts[{index}] file {mount.file}{source}"
 
 
-def _scope_satisfied(given: list[str], required: str) -> bool:
-    return any(g == required or (g.endswith("*") and required.startswith(g[:-1])) for g in given)
-
-
 class MountsRun(TaskPlugin):
     """The mounts of one run; holds its downloads and cache leases until ``dispose``."""
 
@@ -155,7 +151,12 @@ class MountsRun(TaskPlugin):
     async def prepare(self) -> None:
         from tcworker.payloads import generic_worker as gw
 
-        self._check_payload()
+        held = None
+        if any(isinstance(m, gw.WritableDirectoryCache) for m in self.mounts):
+            from tcworker.scopes import held_scopes
+
+            held = await held_scopes(self.run)
+        self._check_payload(held)
         self.fetcher = await self._make_fetcher()
         caches = [m for m in self.mounts if isinstance(m, gw.WritableDirectoryCache)]
         queue = getattr(self.run, "queue", None)
@@ -165,18 +166,22 @@ class MountsRun(TaskPlugin):
             if not isinstance(mount, gw.WritableDirectoryCache):
                 self.files[index] = await self._fetch(index, mount)
 
-    def _check_payload(self) -> None:
+    def _check_payload(self, held: list[str] | None) -> None:
+        """``held``: the task's expanded scopes (:func:`tcworker.scopes.held_scopes`)."""
         from tcworker.archives import format_problem
         from tcworker.payloads import generic_worker as gw
+        from tcworker.scopes import satisfies, task_scopes
 
         problems = []
-        given = list(self.run.task.get("scopes") or [])
+        given = task_scopes(self.run.task)
+        held = given if held is None else held
         required = sorted({f"generic-worker:cache:{m.cache_name}" for m in self.mounts
                            if isinstance(m, gw.WritableDirectoryCache)})
-        missing = [s for s in required if not _scope_satisfied(given, s)]
+        missing = [s for s in required if not satisfies(held, s)]
         if missing:
+            expanded = f" (expanded: {held})" if sorted(held) != sorted(given) else ""
             problems.append("task.scopes: the task mounts writable caches and needs the scopes "
-                            f"{required}; it has {given} (missing {missing})")
+                            f"{required}; it has {given}{expanded} (missing {missing})")
         for index, mount in enumerate(self.mounts):
             path = getattr(mount, "directory", None) or mount.file
             if not posixpath.isabs(path) and posixpath.normpath(path).split("/")[0] == "..":

@@ -2,7 +2,7 @@
 
 Lives here:
 
-- :class:`ClientFactory`: builds ``taskcluster.aio`` clients (Queue, Object, PurgeCache, Index) for
+- :class:`ClientFactory`: builds ``taskcluster.aio`` clients (Queue, Object, PurgeCache, Index, Auth) for
   any credentials, all sharing one ``aiohttp.ClientSession``, and :meth:`ClientFactory.call`, which
   runs one API call under a total timeout (a hung call never wedges the worker) and translates the
   client's exceptions into :class:`QueueCallError`.
@@ -185,6 +185,10 @@ class ClientFactory:
     def index(self, credentials: Credentials | None, **extra: Any) -> taskcluster.aio.Index:
         """An Index client."""
         return taskcluster.aio.Index(self._options(credentials, extra), session=self.session)
+
+    def auth(self, credentials: Credentials | None, **extra: Any) -> taskcluster.aio.Auth:
+        """An Auth client (``expandScopes`` of a task's ``assume:`` scopes)."""
+        return taskcluster.aio.Auth(self._options(credentials, extra), session=self.session)
 
     async def call(self, method: Callable[..., Awaitable[T]], *args: Any,
                    timeout_s: float | None = None, **kwargs: Any) -> T:

@@ -138,12 +138,10 @@ class AuthService:
                 "accessToken": token.decode() if isinstance(token, bytes) else token}
 
     def expand(self, scopes: list[str]) -> list[str]:
-        """Add ``assume:anonymous`` and expand ``assume:<role>`` scopes (one static level)."""
-        out = list(scopes) + ["assume:anonymous"]
-        for role, role_scopes in self.roles.items():
-            if satisfies(out, f"assume:{role}"):
-                out.extend(role_scopes)
-        return out
+        """Add ``assume:anonymous`` and expand ``assume:<role>`` scopes (``auth_api.expand_scopes``)."""
+        from .auth_api import expand_scopes
+
+        return expand_scopes(self.roles, [*scopes, "assume:anonymous"])
 
     def authenticate(self, *, authorization: str | None, method: str, url: str,
                      body: bytes, content_type: str) -> Identity:

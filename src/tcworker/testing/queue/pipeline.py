@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .server import QueueEmulator
 
 log = logging.getLogger(__name__)
-SERVICES = ("queue", "object", "purge-cache", "index")
+SERVICES = ("queue", "object", "purge-cache", "index", "auth")
 CODE_BY_STATUS = {status: code for code, status in reversed(list(STATUS_BY_CODE.items()))}
 
 

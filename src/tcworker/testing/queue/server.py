@@ -19,7 +19,7 @@ from typing import Any
 import slugid
 from aiohttp import web
 
-from . import artifact_api, misc_api, object_api, queue_api  # noqa: F401  (register endpoints)
+from . import artifact_api, auth_api, misc_api, object_api, queue_api  # noqa: F401  (register endpoints)
 from .artifacts import ArtifactRules
 from .auth import AuthService
 from .clock import Clock, iso
@@ -167,6 +167,10 @@ class QueueEmulator:
     def add_client(self, client_id: str, scopes: list[str]) -> dict[str, str]:
         """Create a permanent client → ``{"clientId", "accessToken"}``."""
         return self.auth.add_client(client_id, scopes)
+
+    def add_role(self, role_id: str, scopes: list[str]) -> None:
+        """Create (or replace) role ``role_id`` (may end with ``*``) granting ``scopes``."""
+        self.auth.roles[role_id] = list(scopes)
 
     def worker_credentials(self, task_queue_id: str = DEFAULT_TASK_QUEUE_ID,
                            worker_group: str = "test-group", worker_id: str = "test-worker") -> dict[str, str]:
