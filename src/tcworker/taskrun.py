@@ -110,6 +110,7 @@ class TaskRun:
         # tcworker run: the run's RunQueue (task credentials; on_credentials after each reclaim),
         # set by runclaim.ClaimedRun; None under tcworker exec. Plugins read it (proxy).
         self.queue = None
+        self.expanded_scopes: list[str] | None = None  # task.scopes with assume: expanded (tcworker.scopes)
         self._prepared: list[TaskPlugin] = []
         self._abort_error: WorkerError | None = None
         self._aborted = asyncio.Event()
