@@ -254,3 +254,54 @@ async def test_given_missing_required_artifact_then_failed_with_error_artifact(t
     assert resolution.state == "failed"
     assert outlet.calls[0] == ("artifacts", ["public/nope.txt"])
     assert b"file-missing-on-worker" in outlet.log_text
+
+
+class RefusingOutlet(RecordingOutlet):
+    async def report(self, resolution):
+        await super().report(resolution)
+        raise RunResolvedElsewhere("409: run is not running")
+
+
+async def test_given_report_refused_then_the_returned_resolution_says_so(tmp_path):
+    resolution = await make_run(tmp_path, make_task(), FakeEngine(tmp_path), RefusingOutlet()).execute()
+    assert resolution.state is None and "409" in resolution.message
+
+
+class BrokenUploadOutlet(RecordingOutlet):
+    async def publish_artifacts(self, artifacts):
+        raise RuntimeError("a bug in the uploader")
+
+
+async def test_given_a_bug_while_uploading_then_internal_error_is_still_reported(tmp_path):
+    outlet = BrokenUploadOutlet()
+    resolution = await make_run(tmp_path, make_task(), FakeEngine(tmp_path), outlet).execute()
+    assert (resolution.state, resolution.reason) == ("exception", "internal-error")
+    assert ("report", "exception", "internal-error") in outlet.calls
+
+
+class UnreadableRootEngine(FakeEngine):
+    async def create_sandbox(self, task_id, run_id, log):
+        sandbox = await super().create_sandbox(task_id, run_id, log)
+
+        async def artifact_root():
+            raise OSError("input/output error")
+
+        sandbox.artifact_root = artifact_root
+        return sandbox
+
+
+async def test_given_artifacts_cannot_be_collected_then_never_completed_without_them(tmp_path):
+    outlet = RecordingOutlet()
+    task = make_task(artifacts=[{"type": "file", "path": "out.txt", "name": "public/out.txt"}])
+    resolution = await make_run(tmp_path, task, UnreadableRootEngine(tmp_path), outlet).execute()
+    assert (resolution.state, resolution.reason) == ("exception", "internal-error")
+    assert b"cannot collect artifacts" in outlet.log_text
+
+
+@pytest.mark.parametrize("logs", [{"backing": "public/../x.log"}, {"live": "../../x"}, {"backing": "/etc/passwd"}])
+async def test_given_log_names_the_queue_cannot_store_then_malformed_payload(tmp_path, logs):
+    outlet = RecordingOutlet()
+    resolution = await make_run(tmp_path, make_task(logs=logs), FakeEngine(tmp_path), outlet).execute()
+    assert (resolution.state, resolution.reason) == ("exception", "malformed-payload")
+    assert "payload.logs." in resolution.message
+    assert ("log", "public/logs/live_backing.log") in outlet.calls  # the refused run's log, under the default

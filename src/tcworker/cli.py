@@ -129,6 +129,20 @@ def new_ed25519_keypair(key_file: str) -> None:
         sys.exit(1)
 
 
+EXIT_INTERNAL_ERROR = 2
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="tcworker")
+    """Console-script entry point. An unexpected error (a bug) exits 2 with one line on stderr,
+    never 1, which ``exec`` uses for a failed task; ``TCWORKER_DEBUG=1`` adds the traceback."""
+    import os
+
+    try:
+        cli(prog_name="tcworker")
+    except Exception as err:  # noqa: BLE001 - the last stop before the user's terminal
+        if os.environ.get("TCWORKER_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"tcworker: internal error: {type(err).__name__}: {err}", err=True)
+        sys.exit(EXIT_INTERNAL_ERROR)

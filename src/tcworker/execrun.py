@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -19,9 +21,12 @@ from pathlib import Path
 from typing import Sequence
 
 from tcworker.config import WorkerConfig
-from tcworker.errors import MalformedPayload
+from tcworker.errors import MalformedPayload, WorkerShutdown
 from tcworker.outlet import LogNames, RunOutlet, log_artifacts
 from tcworker.resolution import Resolution
+
+
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # slugid characters: a folder name, never a path
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,18 @@ async def _exec(task: dict, task_id: str, out_dir: Path, options: ExecOptions, c
             echo=sys.stdout.buffer,
             keep_task_dir=options.keep_task_dir,
         )
-        resolution = await run.execute()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # stop the task as the worker would (TERM, grace, KILL), still write the log: exit 2
+            loop.add_signal_handler(signum, run.abort, WorkerShutdown(
+                f"tcworker exec interrupted by {signal.Signals(signum).name}"))
+        try:
+            resolution = await run.execute()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        for plugin in plugins:
+            await plugin.shutdown()
     _print_summary(resolution, outlet, out_dir)
     return resolution.exit_code
 
@@ -123,15 +139,15 @@ def load_task_file(path: Path, *, task_id: str | None = None) -> tuple[str, dict
         MalformedPayload: the file cannot be read or parsed, or is not a mapping.
     """
     import slugid
-    import yaml
 
     from tcworker.payloads.taskdef import complete_task_definition
+    from tcworker.payloads.validate_file import load_document
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_document(path)
     except OSError as err:
         raise MalformedPayload(f"cannot read {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
+    except ValueError as err:
         raise MalformedPayload(f"cannot parse {path}: {err}") from None
     if not isinstance(raw, dict):
         raise MalformedPayload(f"{path}: expected a mapping (a task definition or a payload)")
@@ -139,6 +155,9 @@ def load_task_file(path: Path, *, task_id: str | None = None) -> tuple[str, dict
         raw = {"payload": raw}
     task_id = task_id or raw.pop("taskId", None) or slugid.nice()
     raw.pop("runId", None)
+    if not isinstance(task_id, str) or not TASK_ID_PATTERN.fullmatch(task_id):
+        # it names the output folder: a slugid, never a path
+        raise MalformedPayload(f"taskId: {task_id!r} is not a task id (1 to 64 of A-Z a-z 0-9 _ -)")
     return task_id, complete_task_definition(raw, task_id=task_id)
 
 

@@ -52,6 +52,24 @@ def check_artifact_names(parsed: "ParsedTask") -> None:
         for spec in parsed.artifact_specs
         if (problem := check_artifact_name(spec.name, directory=spec.kind == "directory"))
     ]
+
+    if problems:
+        raise MalformedPayload("\n".join(problems))
+
+
+def check_log_names(parsed: "ParsedTask") -> None:
+    """Refuse ``logs.live`` / ``logs.backing`` (docker-worker: ``log``) names the queue cannot store.
+
+    Called before the run adopts them, so the log of a refused run goes up under the defaults.
+    """
+    from tcworker.artifact_names import check_artifact_name
+
+    fields = {"live": parsed.log_names.live, "backing": parsed.log_names.backing}
+    problems = [
+        f"payload.logs.{field}: name {name!r}: {problem}"
+        for field, name in fields.items()
+        if (problem := check_artifact_name(name))
+    ]
     if problems:
         raise MalformedPayload("\n".join(problems))
 

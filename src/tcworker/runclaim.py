@@ -182,7 +182,10 @@ class ClaimedRun:
             except asyncio.CancelledError:
                 # cancelled hard (the shutdown grace period ran out): never leave the claim for
                 # the queue to expire when one call can still resolve it
-                await asyncio.shield(self._report_shutdown_if_unresolved(self.taskrun.outlet))
+                await asyncio.shield(self._report_if_unresolved(self.taskrun.outlet, "worker-shutdown"))
+                raise
+            except Exception:  # a bug escaped the run: still resolve it, then let the worker log it
+                await asyncio.shield(self._report_if_unresolved(self.taskrun.outlet, "internal-error"))
                 raise
             finally:
                 unwatch_pulse()
@@ -191,18 +194,19 @@ class ClaimedRun:
         finally:
             shutil.rmtree(log_dir, ignore_errors=True)
 
-    async def _report_shutdown_if_unresolved(self, outlet: QueueOutlet) -> None:
+    async def _report_if_unresolved(self, outlet: QueueOutlet, reason: str) -> None:
+        """Best-effort ``reportException(reason)`` for a run that ended without reporting."""
         if outlet.reporting or outlet.watchers.watch.is_set():
             return
         try:
             async with asyncio.timeout(SHUTDOWN_REPORT_TIMEOUT_S):
                 await outlet.watchers.stop()
-                await outlet.run_queue.report_exception("worker-shutdown")
-            log.warning("run %s/%s: stopped before it could finish; reported exception/worker-shutdown",
-                        self.task_id, self.run_id)
+                await outlet.run_queue.report_exception(reason)
+            log.warning("run %s/%s: stopped before it could finish; reported exception/%s",
+                        self.task_id, self.run_id, reason)
         except (QueueError, RunResolvedElsewhere, TimeoutError) as err:
-            log.warning("run %s/%s: stopped before it could finish; worker-shutdown not reported "
-                        "(the claim will expire): %s", self.task_id, self.run_id, err)
+            log.warning("run %s/%s: stopped before it could finish; %s not reported "
+                        "(the claim will expire): %s", self.task_id, self.run_id, reason, err)
 
     async def _abort_when_gone(self, watchers) -> None:
         gone = await watchers.watch.wait()

@@ -33,13 +33,14 @@ from tcworker.errors import (
     RunResolvedElsewhere,
     TaskError,
     TaskFailed,
+    TaskException,
     WorkerError,
 )
 from tcworker.logs import TaskLog
 from tcworker.outlet import LogNames, RunOutlet
 from tcworker.plugins.base import Plugin, TaskPlugin
 from tcworker.resolution import Resolution, after_upload, first_error, resolve
-from tcworker.runchecks import check_before_run
+from tcworker.runchecks import check_before_run, check_log_names
 from tcworker.taskenv import reserved_env, task_env
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,13 @@ class TaskRun:
                 error = err
             error = first_error(error, self._abort_error)
             self._write_footer()
-            resolution = await self._publish_and_report(error)
+            try:
+                resolution = await self._publish_and_report(error)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # a bug while uploading or reporting: still resolve the run
+                log.exception("run %s/%s: unexpected error after the task ran", self.task_id, self.run_id)
+                resolution = await self._resolve_after_bug(err)
             await self._call_finished(resolution)
             return resolution
         finally:
@@ -169,6 +176,7 @@ class TaskRun:
         from tcworker.payloads import parse_task  # pydantic models: imported when first needed
 
         self.parsed = parse_task(dict(self.task), self.config)
+        check_log_names(self.parsed)
         self.log_names = LogNames(self.parsed.log_names.live, self.parsed.log_names.backing)
         self.log.info(f"Engine: {self.parsed.engine}")
         await check_before_run(self.parsed, self.task, self.config, self.plugins, run=self)
@@ -243,7 +251,15 @@ class TaskRun:
 
     # ------------------------------------------------------------------ upload and report
     async def _publish_and_report(self, error: BaseException | None) -> Resolution:
-        self.artifacts = await self._collect()
+        try:
+            self.artifacts = await self._collect()
+        except (OSError, RecursionError, ValueError) as err:
+            # the declared artifacts cannot be read: never report a run without them as
+            # completed or failed; the queue retries an internal-error
+            self._log_error(f"cannot collect artifacts: {type(err).__name__}: {err}")
+            self.artifacts = []
+            if not isinstance(error, (TaskException, RunResolvedElsewhere)):
+                error = InternalError(f"cannot collect artifacts: {type(err).__name__}: {err}")
         resolution = resolve(error)
         if resolution.upload_first:
             # the queue refuses uploads after reportCompleted/reportFailed: upload first
@@ -254,14 +270,13 @@ class TaskRun:
             if resolution.upload_first:
                 self._close_log(resolution)
                 resolution = resolve(after_upload(error, await self._publish_log()))
-                await self._report(resolution)
-                return resolution
+                return await self._report(resolution)
             artifacts_done = True
         else:
             artifacts_done = False
         # exceptions: report first (the queue schedules the retry at once), then upload best-effort
         self._close_log(resolution)
-        await self._report(resolution)
+        resolution = await self._report(resolution)
         if not artifacts_done:
             await self._publish_artifacts()
         await self._publish_log()
@@ -276,18 +291,14 @@ class TaskRun:
             return []
         reserved = (self.log_names.live, self.log_names.backing,
                     *(name for plugin in self._prepared for name in plugin.reserved_artifacts))
-        try:
-            root = await self.sandbox.artifact_root()
-            specs = self.parsed.artifact_specs
-            if self.parsed.engine == "docker":  # container paths, copied out under the root
-                specs = [replace(spec, path=spec.path.lstrip("/")) for spec in specs]
-            return await asyncio.to_thread(
-                collect, specs, root, task_dir=root if self.parsed.engine == "docker" else self.sandbox.task_dir,
-                reserved=reserved, warn=self.log.warn,
-            )
-        except OSError as err:
-            self.log.error(f"cannot collect artifacts: {err}")
-            return []
+        root = await self.sandbox.artifact_root()
+        specs = self.parsed.artifact_specs
+        if self.parsed.engine == "docker":  # container paths, copied out under the root
+            specs = [replace(spec, path=spec.path.lstrip("/")) for spec in specs]
+        return await asyncio.to_thread(
+            collect, specs, root, task_dir=root if self.parsed.engine == "docker" else self.sandbox.task_dir,
+            reserved=reserved, warn=self.log.warn,
+        )
 
     async def _call_uploaded(self) -> WorkerError | None:
         """Plugins' ``uploaded`` hooks (configured order), then publish what they returned."""
@@ -341,11 +352,23 @@ class TaskRun:
             return ResourceUnavailable("task log upload timed out")
         return None
 
-    async def _report(self, resolution: Resolution) -> None:
+    async def _report(self, resolution: Resolution) -> Resolution:
+        """Make the report call; returns the resolution that holds (``state=None`` when refused)."""
         try:
             await self.outlet.report(resolution)
         except RunResolvedElsewhere as err:
             log.info("run %s/%s: report refused, run resolved elsewhere: %s", self.task_id, self.run_id, err)
+            return resolve(err)
+        return resolution
+
+    async def _resolve_after_bug(self, err: Exception) -> Resolution:
+        """Report ``exception/internal-error`` unless a report was already made."""
+        resolution = resolve(err)
+        if not self.log.closed:
+            self._close_log(resolution)
+        if getattr(self.outlet, "reporting", False):
+            return resolution
+        return await self._report(resolution)
 
     def _close_log(self, resolution: Resolution) -> None:
         if resolution.message:

@@ -145,7 +145,10 @@ class Worker:
     async def _boot(self) -> None:
         self.config.require_for_run()
         tasks_dir = Path(self.config.tasks_dir)
-        tasks_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            tasks_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"tasksDir {tasks_dir}: cannot create it: {err.strerror}") from None
         if not self.config.run_tasks_as_current_user:  # task users must not read our secrets
             from tcworker.lockdown import lock_down
 

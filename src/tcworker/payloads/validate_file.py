@@ -25,24 +25,84 @@ EXIT_VALID = 0
 EXIT_INVALID = 2
 
 
+MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+MAX_DOCUMENT_NODES = 500_000
+
+
 def load_document(path: str | Path) -> Any:
     """Parse a JSON or YAML file; YAML timestamps stay strings (as they would be in JSON).
 
+    Bounded: files over :data:`MAX_DOCUMENT_BYTES`, documents nested too deeply, and YAML whose
+    aliases would expand past :data:`MAX_DOCUMENT_NODES` nodes ("billion laughs") are refused
+    before they are built.
+
     Raises:
         OSError: the file cannot be read.
-        ValueError: the file is neither JSON nor YAML.
+        ValueError: the file is neither JSON nor YAML, not UTF-8, or too large once expanded.
     """
-    text = Path(path).read_text(encoding="utf-8")
+    data = Path(path).read_bytes()
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise ValueError(f"file is larger than {MAX_DOCUMENT_BYTES} bytes")
+    text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
     try:
         return json.loads(text)
+    except RecursionError:
+        raise ValueError("document is nested too deeply") from None
     except ValueError:
         pass
     import yaml
 
+    loader = _loader()(text)
     try:
-        return yaml.load(text, Loader=_loader())  # noqa: S506 (a SafeLoader subclass)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_DOCUMENT_NODES) > MAX_DOCUMENT_NODES:
+            raise ValueError(f"document has more than {MAX_DOCUMENT_NODES} nodes once YAML aliases are expanded")
+        return loader.construct_document(node)
     except yaml.YAMLError as err:
         raise ValueError(f"neither JSON nor YAML: {err}") from None
+    except RecursionError:
+        raise ValueError("document is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: Any, limit: int) -> int:
+    """Nodes of a composed YAML graph once aliases are expanded (capped past ``limit``).
+
+    Raises:
+        ValueError: an alias refers to one of its own ancestors.
+    """
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _yaml_children(node)
+        if children_done:
+            visiting.discard(key)
+            sizes[key] = min(limit + 1, 1 + sum(sizes[id(child)] for child in children))
+            continue
+        if key in sizes:
+            continue
+        if key in visiting:
+            raise ValueError("a YAML alias refers to itself")
+        visiting.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _yaml_children(node: Any) -> list[Any]:
+    value = getattr(node, "value", None)
+    if not isinstance(value, list):
+        return []
+    children: list[Any] = []
+    for item in value:
+        children.extend(item if isinstance(item, tuple) else (item,))
+    return children
 
 
 def _loader() -> type:
