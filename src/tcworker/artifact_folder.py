@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from tcworker.artifact_names import check_artifact_name
+from tcworker.fsutil import make_dirs
 from tcworker.artifacts import (
     INVALID_RESOURCE,
     ArtifactGone,
@@ -164,7 +165,7 @@ def _write_data(artifact: DataArtifact, out_dir: str, storage_type: str, move: b
 
 def _moved(source: Path, dest: Path) -> bool:
     """Rename ``source`` to ``dest``; False (nothing done) when they are on different filesystems."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent)
     try:
         os.replace(source, dest)
     except OSError as err:
@@ -180,7 +181,7 @@ def _write_link(name: str, target: str, written: Mapping[str, dict[str, Any]], o
         return _error_entry(name, INVALID_RESOURCE, f"link target {target!r} is not a written data artifact")
     try:
         dest = destination(out_dir, name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dest.parent)
         fd, tmp = tempfile.mkstemp(prefix=".tcworker-", dir=dest.parent)
         os.close(fd)
         os.unlink(tmp)
@@ -211,7 +212,7 @@ def _write_link(name: str, target: str, written: Mapping[str, dict[str, Any]], o
 
 def _copy(source: Any, size_bytes: int, dest: Path) -> str:
     """Copy exactly ``size_bytes`` from ``source`` to ``dest`` (atomically); return the sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent)
     digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=".tcworker-", dir=dest.parent)
     try:

@@ -46,6 +46,7 @@ from tcworker.artifact_names import (
     join_artifact_name,
 )
 from tcworker.errors import MalformedPayload
+from tcworker.fsutil import walk
 
 if TYPE_CHECKING:
     from tcworker.payloads.common import ArtifactSpec
@@ -340,7 +341,7 @@ def _collect_directory(
 ) -> list[DataArtifact | ErrorArtifact]:
     out: list[DataArtifact | ErrorArtifact] = []
     walk_errors: list[OSError] = []
-    for dirpath, dirnames, filenames in os.walk(real_dir, onerror=walk_errors.append, followlinks=False):
+    for dirpath, dirnames, filenames in walk(real_dir, onerror=walk_errors.append):
         for entry in sorted(dirnames):
             if os.path.islink(os.path.join(dirpath, entry)):
                 warn(f"skipping {os.path.join(dirpath, entry)}: a link to a directory is not followed")

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from tcworker.fsutil import remove_tree, walk
+
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
 
@@ -94,7 +96,7 @@ class LockedJson:
 def tree_size_bytes(path: Path) -> int:
     """Bytes used by the files under ``path`` (links not followed; 0 when missing)."""
     total = 0
-    for root, _dirs, files in os.walk(path):
+    for root, _dirs, files in walk(os.fspath(path)):
         for name in files:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_size
@@ -231,7 +233,7 @@ class CacheStore:
         if not kept:
             trash.append(lease.path)
         for path in trash:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
         return kept
 
     def _trim(self, data: dict, name: str) -> list[Path]:
@@ -254,7 +256,7 @@ class CacheStore:
             if raw is None or raw["owner"] is not None:
                 return 0
             trash = self._to_trash(data, entry_id)
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash)
         return int(raw.get("size_bytes", 0))
 
     def purge(self, name: str, before: float) -> int:
@@ -275,7 +277,7 @@ class CacheStore:
                 else:
                     raw["discard"] = True
         for path in trash:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
         return count
 
     def sweep(self) -> None:
@@ -293,7 +295,7 @@ class CacheStore:
             stray = _ENTRY_RE.match(path.name) and path.name not in known
             if stray or path.name.startswith(_TRASH_PREFIX):
                 log.info("caches: removing leftover %s", path)
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path)
 
 
 class PurgeState:

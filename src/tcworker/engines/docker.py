@@ -54,6 +54,7 @@ from tcworker.engines.docker_options import (  # noqa: F401  (re-exported)
 from tcworker.engines.outcome import CommandOutcome, exit_block
 from tcworker.engines.pipecopy import PipeCopier
 from tcworker.errors import ConfigError, MalformedPayload, TaskFailed
+from tcworker.fsutil import remove_tree
 from tcworker.logs import TaskLog
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class DockerEngine(Engine):
         if removed:
             logger.info("docker engine: removed leftovers %s", ", ".join(removed))
         for leftover in sorted(self.tasks_dir.glob(TASK_DIR_PREFIX + "*")):
-            await asyncio.to_thread(shutil.rmtree, leftover, ignore_errors=True)
+            await asyncio.to_thread(remove_tree, leftover)
 
     async def create_sandbox(self, task_id: str, run_id: int, log: TaskLog) -> DockerSandbox:
         """A task directory and a container-to-be for one run (boots the engine if needed).
@@ -235,9 +236,9 @@ class DockerSandbox(Sandbox):
         if self._container is not None:
             await asyncio.to_thread(remove_container, self._container)
         await self._network.remove()
-        await asyncio.to_thread(shutil.rmtree, self.cache_dir, ignore_errors=True)
+        await asyncio.to_thread(remove_tree, self.cache_dir)
         if not keep:
-            await asyncio.to_thread(shutil.rmtree, self.task_dir, ignore_errors=True)
+            await asyncio.to_thread(remove_tree, self.task_dir)
 
     # ------------------------------------------------------------------ the run
     async def _run(self, spec: SandboxSpec, deadline: float | None) -> CommandOutcome:

@@ -38,7 +38,6 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -63,6 +62,7 @@ from tcworker.engines.proctree import (
 from tcworker.engines.spawn import ChildProcess, start_command
 from tcworker.engines.taskuser import TaskUser, create_task_user, group_exists, prepare_multiuser
 from tcworker.errors import ConfigError, MalformedPayload
+from tcworker.fsutil import remove_tree
 from tcworker.logs import TaskLog
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class NativeEngine(Engine):
                 logger.info("native engine: removed leftover task users %s", swept)
         for leftover in sorted(self.tasks_dir.glob(TASK_DIR_PREFIX + "*")):
             logger.info("native engine: removing leftover task directory %s", leftover)
-            await asyncio.to_thread(shutil.rmtree, leftover, ignore_errors=True)
+            await asyncio.to_thread(remove_tree, leftover)  # logs, never raises: boot goes on
         self._booted = True
 
     async def _probe_wrapper(self, base: Path) -> ExecWrapper | None:
@@ -178,7 +178,7 @@ class NativeEngine(Engine):
         except BaseException:
             if user is not None:
                 await asyncio.shield(user.remove(keep_home=False))
-            shutil.rmtree(task_dir, ignore_errors=True)
+            remove_tree(task_dir)
             raise
         wrapper = self._wrapper if user is None else None
         return NativeSandbox(task_dir, log, tree, self.config, user=user, wrapper=wrapper)
@@ -262,7 +262,7 @@ class NativeSandbox(Sandbox):
                 await self.user.remove(keep_home=keep)
         finally:
             if not keep:
-                await asyncio.to_thread(shutil.rmtree, self.task_dir, ignore_errors=True)
+                await asyncio.to_thread(remove_tree, self.task_dir)
 
     # ------------------------------------------------------------------ multiuser
     async def _join_os_groups(self, names: tuple[str, ...]) -> None:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import psutil
 
+from tcworker.fsutil import subdirs_bottom_up
+
 logger = logging.getLogger(__name__)
 
 CGROUP_PARENT = "tcworker"
@@ -205,7 +207,7 @@ class CgroupTree(ProcessTree):
         return None if self._procs_fd is None else self.path / "cgroup.procs"
 
     def _groups(self) -> list[Path]:
-        return [Path(d) for d, _, _ in os.walk(self.path, topdown=False)]
+        return subdirs_bottom_up(self.path)
 
     def pids(self) -> list[int]:
         found = []

@@ -44,6 +44,7 @@ from pathlib import Path
 import psutil
 
 from tcworker.errors import ConfigError
+from tcworker.fsutil import remove_tree, walk
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def chown_tree(path: Path, uid: int, gid: int) -> None:
     os.chown(path, uid, gid, follow_symlinks=False)
     if not stat.S_ISDIR(os.lstat(path).st_mode):
         return
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+    for dirpath, dirnames, filenames in walk(os.fspath(path)):
         for name in dirnames + filenames:
             with contextlib.suppress(FileNotFoundError):
                 os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
@@ -322,7 +323,7 @@ def _remove_owned(directory: str, uid: int, removed: list[str], depth: int) -> N
             continue
         if st.st_uid == uid:
             if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                remove_tree(entry.path)
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
