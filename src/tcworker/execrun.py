@@ -92,7 +92,7 @@ async def _exec(task: dict, task_id: str, out_dir: Path, options: ExecOptions, c
     out_dir.mkdir(parents=True, exist_ok=True)
     from tcworker.plugins.registry import make_plugins
 
-    engines = make_engines(config, only=options.engine)
+    engines = make_engines(config, only=options.engine, sweep=False)  # a worker may share tasksDir
     plugins = make_plugins(config, mode="exec")
     for plugin in plugins:
         await plugin.boot()

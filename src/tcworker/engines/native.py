@@ -59,6 +59,7 @@ from tcworker.engines.proctree import (
     find_cgroup_base,
     sweep_cgroups,
 )
+from tcworker.engines.runlock import claim_leftover, is_live, lock_run_dir
 from tcworker.engines.spawn import ChildProcess, start_command
 from tcworker.engines.taskuser import TaskUser, create_task_user, group_exists, prepare_multiuser
 from tcworker.errors import ConfigError, MalformedPayload
@@ -80,6 +81,8 @@ class NativeEngine(Engine):
         config: uses ``tasks_dir``, ``kill_grace_period_s``, ``output_drain_s``.
         use_cgroup: True requires a usable cgroup v2 (boot raises otherwise), False forces the
             session-based fallback, None (default) picks cgroup v2 when usable.
+        sweep: boot removes leftovers of dead runs (False for ``tcworker exec``: another worker
+            may own the tasks directory). Live runs' are never touched (:mod:`.runlock`).
 
     Attributes:
         multiuser: each run as its own OS user (``not config.run_tasks_as_current_user``).
@@ -87,7 +90,7 @@ class NativeEngine(Engine):
 
     name = "native"
 
-    def __init__(self, config: WorkerConfig, *, use_cgroup: bool | None = None) -> None:
+    def __init__(self, config: WorkerConfig, *, use_cgroup: bool | None = None, sweep: bool = True) -> None:
         self.config = config
         self.tasks_dir = Path(config.tasks_dir).absolute()
         self.multiuser = not config.run_tasks_as_current_user
@@ -96,6 +99,7 @@ class NativeEngine(Engine):
         self._cgroup_base: Path | None = None
         self._wrapper: ExecWrapper | None = None
         self._booted = False
+        self._sweep = sweep
 
     @property
     def uses_cgroup(self) -> bool:
@@ -124,22 +128,42 @@ class NativeEngine(Engine):
             self._cgroup_base = await asyncio.to_thread(find_cgroup_base)
             if self._cgroup_base is None and self._use_cgroup:
                 raise ConfigError("native engine: no writable cgroup v2 with cgroup.kill")
+        claimed: dict[str, int] = {}  # leftover dirs no live run holds, locked by us until removed
+        if self._sweep:
+            for leftover in sorted(self.tasks_dir.glob(TASK_DIR_PREFIX + "*")):
+                fd = claim_leftover(leftover)
+                if fd is None:
+                    logger.info("native engine: %s belongs to a live run: left alone", leftover)
+                else:
+                    claimed[leftover.name] = fd
+        try:
+            await self._boot_sweep(claimed)
+        finally:
+            for fd in claimed.values():
+                os.close(fd)
+        self._booted = True
+
+    async def _boot_sweep(self, claimed: dict[str, int]) -> None:
+        """cgroups, task users and the ``claimed`` dirs of dead runs; never a live run's."""
+        def live(name: str) -> bool:
+            return name not in claimed and (not self._sweep or is_live(self.tasks_dir / name))
+
         if self._cgroup_base is None:
             logger.warning("native engine: no cgroup v2; processes that leave the session may survive")
         else:
-            swept = await sweep_cgroups(self._cgroup_base, cgroup_prefix(self.tasks_dir))
-            if swept:
-                logger.info("native engine: removed leftover cgroups %s", swept)
+            if self._sweep:
+                swept = await sweep_cgroups(self._cgroup_base, cgroup_prefix(self.tasks_dir), keep=live)
+                if swept:
+                    logger.info("native engine: removed leftover cgroups %s", swept)
             if not self.multiuser:
                 self._wrapper = await self._probe_wrapper(self._cgroup_base)
         if self.multiuser:
-            swept = await prepare_multiuser(self.tasks_dir)
+            swept = await prepare_multiuser(self.tasks_dir, keep=lambda home: not self._sweep or live(home.name))
             if swept:
                 logger.info("native engine: removed leftover task users %s", swept)
-        for leftover in sorted(self.tasks_dir.glob(TASK_DIR_PREFIX + "*")):
-            logger.info("native engine: removing leftover task directory %s", leftover)
-            await asyncio.to_thread(remove_tree, leftover)  # logs, never raises: boot goes on
-        self._booted = True
+        for name in claimed:
+            logger.info("native engine: removing leftover task directory %s", self.tasks_dir / name)
+            await asyncio.to_thread(remove_tree, self.tasks_dir / name)  # logs, never raises: boot goes on
 
     async def _probe_wrapper(self, base: Path) -> ExecWrapper | None:
         """The exec wrapper (:mod:`.execwrap`) if the shell passes the probe, in a scratch cgroup."""
@@ -165,6 +189,7 @@ class NativeEngine(Engine):
             await self.boot()
         safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", task_id)[:22]
         task_dir = Path(tempfile.mkdtemp(prefix=f"{TASK_DIR_PREFIX}{safe_id}-{run_id}-", dir=self.tasks_dir))
+        lock_fd = lock_run_dir(task_dir)  # a fresh dir: nobody else holds it
         user: TaskUser | None = None
         try:
             if self.multiuser:
@@ -179,9 +204,10 @@ class NativeEngine(Engine):
             if user is not None:
                 await asyncio.shield(user.remove(keep_home=False))
             remove_tree(task_dir)
+            os.close(lock_fd)
             raise
         wrapper = self._wrapper if user is None else None
-        return NativeSandbox(task_dir, log, tree, self.config, user=user, wrapper=wrapper)
+        return NativeSandbox(task_dir, log, tree, self.config, user=user, wrapper=wrapper, lock_fd=lock_fd)
 
 
 class NativeSandbox(Sandbox):
@@ -189,9 +215,10 @@ class NativeSandbox(Sandbox):
 
     def __init__(
         self, task_dir: Path, log: TaskLog, tree: ProcessTree, config: WorkerConfig, *, user: TaskUser | None = None,
-        wrapper: ExecWrapper | None = None,
+        wrapper: ExecWrapper | None = None, lock_fd: int | None = None,
     ) -> None:
         self.task_dir = task_dir
+        self._lock_fd = lock_fd  # held until the dir is gone (:mod:`.runlock`)
         self.log = log
         self._tree = tree
         self.user = user
@@ -261,8 +288,13 @@ class NativeSandbox(Sandbox):
             if self.user is not None:
                 await self.user.remove(keep_home=keep)
         finally:
-            if not keep:
-                await asyncio.to_thread(remove_tree, self.task_dir)
+            try:
+                if not keep:
+                    await asyncio.to_thread(remove_tree, self.task_dir)
+            finally:
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
 
     # ------------------------------------------------------------------ multiuser
     async def _join_os_groups(self, names: tuple[str, ...]) -> None:

@@ -165,14 +165,17 @@ def cgroup_prefix(tasks_dir: Path) -> str:
     return "tcw-" + hashlib.sha256(str(tasks_dir).encode()).hexdigest()[:10] + "-"
 
 
-async def sweep_cgroups(base: Path, prefix: str) -> list[str]:
-    """Kill and remove every cgroup under ``base`` whose name starts with ``prefix``.
+async def sweep_cgroups(base: Path, prefix: str, keep: Callable[[str], bool] | None = None) -> list[str]:
+    """Kill and remove every cgroup under ``base`` whose name starts with ``prefix``, except
+    those for which ``keep(name without prefix)`` is true (a live run's).
 
     Returns:
         names of the cgroups removed.
     """
     removed = []
     for path in sorted(base.glob(prefix + "*")):
+        if keep is not None and keep(path.name[len(prefix):]):
+            continue
         tree = CgroupTree(path, create=False)
         await tree.close()
         removed.append(path.name)

@@ -9,8 +9,11 @@ from tcworker.config import WorkerConfig
 from tcworker.engines.base import Engine
 
 
-def make_engines(config: WorkerConfig, *, only: str | None = None) -> dict[str, Engine]:
+def make_engines(config: WorkerConfig, *, only: str | None = None, sweep: bool = True) -> dict[str, Engine]:
     """Engines by name, from ``config.engines`` (or just ``only`` when given).
+
+    ``sweep=False`` (``tcworker exec``): the native engine's boot leaves other runs' leftovers of
+    the tasks directory alone (a worker may be using it).
 
     Engines that are not built yet are left out; a payload for them resolves
     ``malformed-payload`` naming the engine.
@@ -21,7 +24,7 @@ def make_engines(config: WorkerConfig, *, only: str | None = None) -> dict[str, 
         if name == "native":
             from tcworker.engines.native import NativeEngine
 
-            engines[name] = NativeEngine(config)
+            engines[name] = NativeEngine(config, sweep=sweep)
         elif name == "docker":  # boot() fails clearly when listed in `engines` and no daemon answers
             from tcworker.engines.docker import DockerEngine
 

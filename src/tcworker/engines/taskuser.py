@@ -38,6 +38,7 @@ import secrets
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,7 +173,7 @@ async def create_task_user(task_id: str, run_id: int, home: Path) -> TaskUser:
     raise TaskUserError(f"useradd: no free user name for task {task_id} run {run_id}")
 
 
-async def prepare_multiuser(tasks_dir: Path) -> list[str]:
+async def prepare_multiuser(tasks_dir: Path, keep: Callable[[Path], bool] | None = None) -> list[str]:
     """Engine boot in multiuser mode: check root and tools, make ``tasks_dir`` 0711 and
     worker-owned (task users enter their own directory but list nothing), check that task users
     can reach it, sweep leftover task users. Returns what :func:`sweep_task_users` removed.
@@ -196,7 +197,7 @@ async def prepare_multiuser(tasks_dir: Path) -> list[str]:
         if not mode & stat.S_IXOTH:
             raise ConfigError(f"tasksDir {tasks_dir}: task users cannot reach it, {parent} is mode "
                               f"{stat.S_IMODE(mode):04o} (needs o+x)")
-    return await sweep_task_users(tasks_dir)
+    return await sweep_task_users(tasks_dir, keep)
 
 
 def group_exists(name: str) -> bool:
@@ -208,8 +209,9 @@ def group_exists(name: str) -> bool:
     return True
 
 
-async def sweep_task_users(tasks_dir: Path) -> list[str]:
-    """Remove leftover task users of this tasks directory (prefix, home inside it or gone).
+async def sweep_task_users(tasks_dir: Path, keep: Callable[[Path], bool] | None = None) -> list[str]:
+    """Remove leftover task users of this tasks directory (prefix, home inside it or gone), except
+    those whose home ``keep`` says a live run holds.
 
     Returns:
         the names removed.
@@ -221,6 +223,8 @@ async def sweep_task_users(tasks_dir: Path) -> list[str]:
         home = Path(entry.pw_dir)
         if home.parent != tasks_dir and home.exists():
             continue  # another worker's (running) task user on this host
+        if keep is not None and keep(home):
+            continue  # a live run of this tasks directory (another worker or exec)
         user = TaskUser(entry.pw_name, entry.pw_uid, entry.pw_gid, home)
         await user.remove(keep_home=home.parent != tasks_dir)
         removed.append(entry.pw_name)
