@@ -6,15 +6,19 @@ Per run (see ``../shared/reference/peer-workers.md`` 1.2, 3.4, 3.11 for generic-
   kept (``boot`` sweeps ``tcw-task-*`` leftovers of a crash);
 - commands run one after another with cwd = task dir, the given env exactly (no shell), stdin from
   ``/dev/null``, each in its own session, stopping at the first that fails or cannot start;
-- stdout and stderr share one pipe (so they interleave as written); the event loop moves the bytes
+- stdout and stderr of every process of the run share one pipe (so they interleave as written, and
+  a background process keeps reaching the log while later commands run); the event loop moves the bytes
   into the task log with ``splice(2)`` in chunks of up to 1 MiB (:meth:`TaskLog.copy_from`);
 - commands start off the event loop (:mod:`.spawn`); with a cgroup and no task user they join it
   through a ``/bin/sh`` exec wrapper when that cannot change what runs (:mod:`.execwrap`), so
   CPython can ``vfork`` instead of ``fork``ing the whole worker;
 - every process lives in a :mod:`per-run process tree <tcworker.engines.proctree>` (cgroup v2).
-  When a command's main process exits, its output gets ``output_drain_s`` to reach end of file
-  (a background child holding stdout cannot hold the run), then the whole tree is SIGKILLed and
-  waited for. Abort and ``maxRunTime``: SIGTERM to the tree, ``kill_grace_period_s``, SIGKILL.
+  When a command succeeds and another follows, its background processes keep running (a server
+  started by one command may serve the next, as in generic-worker); the output it wrote before
+  exiting is in the log before its exit block. When the run ends (last command done, a command
+  failed), the output gets ``output_drain_s`` to reach end of file (a background child holding
+  stdout cannot hold the run), then the whole tree is SIGKILLed and waited for. Abort and
+  ``maxRunTime``: SIGTERM to the tree, ``kill_grace_period_s``, SIGKILL.
 
 Multiuser mode (config ``runTasksAsCurrentUser: false``, needs root; generic-worker's multiuser
 engine, ``peer-workers.md`` 3.11): each run gets a fresh OS user (:mod:`.taskuser`) owning its
@@ -235,6 +239,8 @@ class NativeSandbox(Sandbox):
         self._disposed = False
         self._wrapper = wrapper
         self._copy_error: OSError | None = None
+        self._out_fd: int | None = None  # the worker's copy of the run's output pipe (write end)
+        self._copier: PipeCopier | None = None
 
     # ------------------------------------------------------------------ interface
     async def run(self, spec: SandboxSpec) -> ExitResult:
@@ -245,6 +251,9 @@ class NativeSandbox(Sandbox):
         deadline = started + spec.max_run_time_s if spec.max_run_time_s else None
         outcome = CommandOutcome(index=None)
         self._stopped.clear()
+        read_fd, self._out_fd = os.pipe2(os.O_CLOEXEC)  # one pipe for the run: background output too
+        _widen_pipe(self._out_fd)
+        self._copier = PipeCopier(read_fd, self.log)
         try:
             await self._join_os_groups(spec.os_groups)
             for index, argv in enumerate(spec.commands):
@@ -256,11 +265,14 @@ class NativeSandbox(Sandbox):
                     self.log.warn(f"Not running command {index}: max run time exceeded")
                     outcome = CommandOutcome(index=index, timed_out=True)
                     break
-                outcome = await self._run_command(index, argv, spec.env, deadline)
+                last = index == len(spec.commands) - 1
+                outcome = await self._run_command(index, argv, spec.env, deadline, last)
                 if not outcome.succeeded:
                     break
         finally:
             try:
+                self._close_output()
+                await asyncio.shield(self._end_output())  # usually a no-op: the tree is already empty
                 if self.user is not None:  # not only the tree: every process of the task's uid
                     await asyncio.shield(self.user.kill_processes())
             finally:
@@ -313,15 +325,30 @@ class NativeSandbox(Sandbox):
         self.log.info(f"Task user {self.user.name} joined OS groups {', '.join(names)}")
 
     # ------------------------------------------------------------------ one command
+    def _close_output(self) -> None:
+        """Close the worker's copy of the run's output pipe, so end of file can come. Idempotent."""
+        if self._out_fd is not None:
+            os.close(self._out_fd)
+            self._out_fd = None
+
+    async def _end_output(self) -> None:
+        """The run is over: every process is dead, take what is left in the pipe and close it."""
+        if self._copier is None:
+            return
+        await self._tree.kill_and_wait()
+        await self._copier.wait_eof(1.0)
+        self._copier.close()
+        self._copy_error = self._copy_error or self._copier.error
+
     async def _run_command(
-        self, index: int, argv: tuple[str, ...], env: Mapping[str, str], deadline: float | None
+        self, index: int, argv: tuple[str, ...], env: Mapping[str, str], deadline: float | None, last: bool
     ) -> CommandOutcome:
         self.log.info(f"Executing command {index}: {shlex.join(argv)}")
         started = time.monotonic()
         cpu_before = self._tree.cpu_times()
-        outcome = await self._attempt(index, argv, env, deadline, self._wrapper)
+        outcome = await self._attempt(index, argv, env, deadline, self._wrapper, last)
         if outcome is None:  # the exec wrapper could not exec it: start it the exact way to learn why
-            outcome = await self._attempt(index, argv, env, deadline, None)
+            outcome = await self._attempt(index, argv, env, deadline, None, last)
         cpu_s = None if outcome.start_error else _cpu_delta(cpu_before, self._tree.cpu_times())
         outcome = dataclasses.replace(outcome, duration_s=time.monotonic() - started, cpu_s=cpu_s)
         self.log.info(exit_block(outcome))
@@ -331,38 +358,40 @@ class NativeSandbox(Sandbox):
 
     async def _attempt(
         self, index: int, argv: tuple[str, ...], env: Mapping[str, str], deadline: float | None,
-        wrapper: ExecWrapper | None,
+        wrapper: ExecWrapper | None, last: bool,
     ) -> CommandOutcome | None:
-        """Start and run one command; None when ``wrapper`` failed to exec it (nothing ran)."""
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        _widen_pipe(write_fd)
+        """Start and run one command; None when ``wrapper`` failed to exec it (nothing ran).
+
+        A command that succeeds and is not ``last`` leaves its other processes running (peer-workers
+        1.2: a server started by one command may serve the next); any other end stops the run's
+        whole tree.
+        """
+        assert self._out_fd is not None and self._copier is not None
+        copier = self._copier
         try:
-            proc = await start_command(argv, env, cwd=self.task_dir, output_fd=write_fd, tree=self._tree,
+            proc = await start_command(argv, env, cwd=self.task_dir, output_fd=self._out_fd, tree=self._tree,
                                        user=self.user, wrapper=wrapper)
         except (OSError, ValueError, subprocess.SubprocessError) as err:
-            os.close(read_fd)
             message = _start_error(argv, err)
             self.log.error(f"Could not start command {index}: {message}")
             return CommandOutcome(index=index, start_error=message)
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
         self._tree.started(proc.pid)
-        copier = PipeCopier(read_fd, self.log)
         try:
             ended_by = await self._wait(proc, deadline)
-            await self._stop_tree(proc, copier, ended_by)
+            if proc.exec_failed() and ended_by == "exit":
+                await proc.wait()
+                return None
+            if ended_by == "exit" and proc.returncode == 0 and not last:
+                await copier.wait_drained(self._drain_s)  # its output before its exit block
+            else:
+                self._close_output()
+                await self._stop_tree(proc, copier, ended_by)
         except BaseException:
+            self._close_output()
             self._tree.kill_all()  # at once, even if the shielded wait below is cancelled again
             await asyncio.shield(self._reap(proc, copier))
             raise
-        finally:
-            copier.close()
         self._copy_error = copier.error
-        if proc.exec_failed() and ended_by == "exit":
-            return None
         return CommandOutcome.from_process(index, proc.returncode, ended_by, 0.0, None)
 
     async def _wait(self, proc: ChildProcess, deadline: float | None) -> str:

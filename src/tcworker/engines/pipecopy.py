@@ -11,8 +11,11 @@ What does not live here: process handling (``native.py``), log layout (``logs.py
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
+import struct
+import termios
 
 from tcworker.logs import COPY_CHUNK_BYTES, TaskLog
 
@@ -79,6 +82,22 @@ class PipeCopier:
                 await asyncio.wait_for(self._eof.wait(), timeout_s)
             except TimeoutError:
                 return False
+        return True
+
+    async def wait_drained(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds until the pipe holds no unread byte (or end of file);
+        writers may still be alive. True if drained."""
+        deadline = self._loop.time() + timeout_s
+        while not self._eof.is_set() and self._fd is not None:
+            try:
+                pending = struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            except OSError:
+                return False
+            if pending == 0:
+                return True
+            if self._loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
         return True
 
     def close(self) -> None:
