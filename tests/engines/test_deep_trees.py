@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tcworker.caches import tree_size_bytes
+from tcworker.caches import CacheStore, tree_size_bytes
 from tcworker.config import WorkerConfig
 from tcworker.engines.native import TASK_DIR_PREFIX, NativeEngine
 from tcworker.fsutil import remove_tree, walk
@@ -97,3 +97,16 @@ def test_cache_size_of_a_deep_tree(tmp_path: Path) -> None:
     deep = make_deep(tmp_path)
     (deep / "f").write_bytes(b"12345")
     assert tree_size_bytes(deep) == 5
+
+
+def test_a_deep_writable_cache_is_measured_evicted_and_discarded(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / "caches")
+    kept = store.acquire("deep", tmp_path / "t1" / "c")
+    make_deep(kept.path)
+    assert store.release(kept, keep=True)  # measured (tree_size_bytes) without RecursionError
+    store.evict(kept.entry_id)
+    assert not (tmp_path / "caches" / kept.entry_id).exists()
+    dropped = store.acquire("deep", tmp_path / "t2" / "c")
+    make_deep(dropped.path)
+    assert not store.release(dropped, keep=False)
+    assert not dropped.path.exists()
