@@ -8,6 +8,11 @@ What does not live here: the plain leftover sweep (``test_native.py``), deep tre
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -75,3 +80,34 @@ async def test_exec_engines_do_not_sweep(config: WorkerConfig) -> None:
     assert leftover.is_dir()
     await make_engines(config, only="native")["native"].boot()
     assert not leftover.exists()
+
+
+def test_two_execs_in_one_tasks_dir_do_not_kill_each_other(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    (tmp_path / "worker.yml").write_text(json.dumps({"tasksDir": str(tasks)}))
+    first = {"payload": {"maxRunTime": 120, "command": [[
+        "/bin/sh", "-c", "touch ../first-ready; while [ ! -e ../second-done ]; do sleep 0.05; done; echo first-ok"]]}}
+    second = {"payload": {"maxRunTime": 120, "command": [["/bin/sh", "-c", "echo second-ok"]]}}
+    (tmp_path / "first.json").write_text(json.dumps(first))
+    (tmp_path / "second.json").write_text(json.dumps(second))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKCLUSTER_")}
+
+    def argv(name: str) -> list[str]:
+        return [sys.executable, "-m", "tcworker", "exec", f"{name}.json", "--config", "worker.yml", "--out", name]
+
+    proc = subprocess.Popen(argv("first"), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tasks / "first-ready").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+            time.sleep(0.05)
+        done = subprocess.run(argv("second"), cwd=tmp_path, env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        (tasks / "second-done").touch()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert b"first-ok" in (tmp_path / "first" / "public/logs/live_backing.log").read_bytes()
