@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -113,14 +114,17 @@ async def _exec(task: dict, task_id: str, out_dir: Path, options: ExecOptions, c
             keep_task_dir=options.keep_task_dir,
         )
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            # stop the task as the worker would (TERM, grace, KILL), still write the log: exit 2
-            loop.add_signal_handler(signum, run.abort, WorkerShutdown(
-                f"tcworker exec interrupted by {signal.Signals(signum).name}"))
+        handled = []
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                # stop the task as the worker would (TERM, grace, KILL), still write the log: exit 2
+                loop.add_signal_handler(signum, run.abort, WorkerShutdown(
+                    f"tcworker exec interrupted by {signal.Signals(signum).name}"))
+                handled.append(signum)
         try:
             resolution = await run.execute()
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in handled:
                 loop.remove_signal_handler(signum)
         for plugin in plugins:
             await plugin.shutdown()
