@@ -359,3 +359,26 @@ def ensure_free_space(config: "WorkerConfig", *, free_bytes: Callable[[], int] |
     log.debug("disk space: %d MB free, requiredDiskSpaceMegabytes is %d, and no idle cache or "
                 "download is left to evict", measure() // MIB, config.required_disk_space_megabytes)
     return False
+
+
+def cache_fate(run, result, *, started: bool) -> tuple[bool, str]:
+    """Whether a run's writable caches are kept, and why not (FM-13; native and docker alike).
+
+    Args:
+        run: the :class:`~tcworker.taskrun.TaskRun` (``aborted``, ``parsed.purge_cache_exit_codes``).
+        result: its :class:`~tcworker.engines.base.ExitResult`, or ``None`` when it never finished.
+        started: the task's commands had started.
+
+    Returns:
+        ``(keep, why)``: discarded when the run was aborted (cancel, worker shutdown), hit
+        maxRunTime, or exited with a code in ``onExitStatus.purgeCaches``; else kept.
+    """
+    if result is None:
+        return not started, "the task was interrupted"
+    if run.aborted or result.aborted:
+        return False, "the run was aborted"
+    if result.timed_out:
+        return False, "the task exceeded its maxRunTime"
+    if result.exit_code is not None and result.exit_code in run.parsed.purge_cache_exit_codes:
+        return False, f"exit code {result.exit_code} is listed in onExitStatus.purgeCaches"
+    return True, ""

@@ -31,7 +31,7 @@ import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tcworker.caches import CacheError, CacheLease
+from tcworker.caches import CacheError, CacheLease, cache_fate
 from tcworker.errors import TaskFailed
 from tcworker.scopes import given_lines, satisfies, task_scopes
 
@@ -130,16 +130,7 @@ class DockerCaches:
             self.run.log.warn(f"discarding cache(s) {names}: {why}")
 
     def _fate(self, result: "ExitResult | None") -> tuple[bool, str]:
-        # the rule of tcworker.plugins.mounts (native caches), FM-13
-        if result is None:
-            return not self.started, "the task was interrupted"
-        if self.run.aborted or result.aborted:
-            return False, "the run was aborted"
-        if result.timed_out:
-            return False, "the task exceeded its maxRunTime"
-        if result.exit_code is not None and result.exit_code in self.run.parsed.purge_cache_exit_codes:
-            return False, f"exit code {result.exit_code} is listed in onExitStatus.purgeCaches"
-        return True, ""
+        return cache_fate(self.run, result, started=self.started)
 
     async def release(self) -> None:
         """Move kept caches back into the store, delete the others. Idempotent; call only once the

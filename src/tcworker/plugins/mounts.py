@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from tcworker.caches import CacheError, CacheLease, CacheStore, PurgeState
+from tcworker.caches import CacheError, CacheLease, CacheStore, PurgeState, cache_fate
 from tcworker.downloads import ContentFetcher, DownloadStore, RetryPolicy
 from tcworker.errors import MalformedPayload, TaskError, TaskFailed
 from tcworker.plugins.base import Plugin, TaskPlugin
@@ -273,15 +273,7 @@ class MountsRun(TaskPlugin):
             self.run.log.warn(f"discarding cache(s) {names}: {why}")
 
     def _cache_fate(self, result: "ExitResult | None") -> tuple[bool, str]:
-        if result is None:
-            return not self.started_task, "the task was interrupted"
-        if self.run.aborted or result.aborted:
-            return False, "the run was aborted"
-        if result.timed_out:
-            return False, "the task exceeded its maxRunTime"
-        if result.exit_code is not None and result.exit_code in self.run.parsed.purge_cache_exit_codes:
-            return False, f"exit code {result.exit_code} is listed in onExitStatus.purgeCaches"
-        return True, ""
+        return cache_fate(self.run, result, started=self.started_task)
 
     async def dispose(self) -> None:
         keep = self.keep if self.keep is not None else self._cache_fate(self.run.result)[0]
