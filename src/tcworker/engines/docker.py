@@ -77,8 +77,10 @@ class DockerEngine(Engine):
 
     name = "docker"
 
-    def __init__(self, config: WorkerConfig, *, default_image: str = "", required: bool | None = None) -> None:
+    def __init__(self, config: WorkerConfig, *, default_image: str = "", required: bool | None = None,
+                 sweep: bool = True) -> None:
         self.config = config
+        self.sweep = sweep  # False under tcworker exec: a worker may own the leftovers
         self.tasks_dir = Path(config.tasks_dir).absolute()
         self.default_image = default_image
         self.required = "engines" in config.model_fields_set if required is None else required
@@ -108,6 +110,8 @@ class DockerEngine(Engine):
                 raise ConfigError(f"docker engine: {self.unavailable}; start dockerd or remove "
                                   "'docker' from the engines config key") from None
             logger.warning("docker engine: %s; docker-worker payloads will be refused", self.unavailable)
+            return
+        if not self.sweep:
             return
         removed = await asyncio.to_thread(sweep, self.client, {LABEL: "1", OWNER_LABEL: self.owner})
         if removed:

@@ -12,8 +12,8 @@ from tcworker.engines.base import Engine
 def make_engines(config: WorkerConfig, *, only: str | None = None, sweep: bool = True) -> dict[str, Engine]:
     """Engines by name, from ``config.engines`` (or just ``only`` when given).
 
-    ``sweep=False`` (``tcworker exec``): the native engine's boot leaves other runs' leftovers of
-    the tasks directory alone (a worker may be using it).
+    ``sweep=False`` (``tcworker exec``): the engines' boot leaves leftovers (task directories,
+    containers, networks) alone: a worker may be using them.
 
     Engines that are not built yet are left out; a payload for them resolves
     ``malformed-payload`` naming the engine.
@@ -28,5 +28,5 @@ def make_engines(config: WorkerConfig, *, only: str | None = None, sweep: bool =
         elif name == "docker":  # boot() fails clearly when listed in `engines` and no daemon answers
             from tcworker.engines.docker import DockerEngine
 
-            engines[name] = DockerEngine(config, required=True if only == "docker" else None)
+            engines[name] = DockerEngine(config, required=True if only == "docker" else None, sweep=sweep)
     return engines
