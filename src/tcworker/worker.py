@@ -310,8 +310,13 @@ class Worker:
             return
         for run in list(self.runs.values()):
             run.abort(WorkerShutdown("worker is shutting down"))
-        # the last third of the grace period is for reporting and uploading the logs
-        _, pending = await asyncio.wait(list(self.runs), timeout=max(1.0, self.config.shutdown_grace_period_s / 3))
+        # the last third of the grace period is for reporting and uploading the logs; after a
+        # second signal only the engines' kill grace (then runs are cancelled: killed at once,
+        # still reported as worker-shutdown)
+        budget_s = max(1.0, self.config.shutdown_grace_period_s / 3)
+        if self._abort_now.is_set():
+            budget_s = min(budget_s, self.config.kill_grace_period_s + 5.0)
+        _, pending = await asyncio.wait(list(self.runs), timeout=budget_s)
         for task in pending:
             task.cancel()
         if pending:

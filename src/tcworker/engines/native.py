@@ -283,7 +283,16 @@ class NativeSandbox(Sandbox):
         if self._abort_reason is None:
             self._abort_reason = reason
             self._abort_requested.set()
+            if self._ran and not self._stopped.is_set():
+                # the run loop escalates (TERM, grace, KILL); signalling here as well means an
+                # abort never depends on the loop noticing the event first
+                self._tree.signal_all(signal.SIGTERM)
+                asyncio.get_running_loop().call_later(self._grace_s, self._kill_if_running)
         await self._stopped.wait()
+
+    def _kill_if_running(self) -> None:
+        if not self._stopped.is_set():
+            self._tree.kill_all()
 
     async def artifact_root(self) -> Path:
         return self.task_dir
