@@ -45,8 +45,8 @@ from tcworker.config import WorkerConfig
 from tcworker.engines.base import Engine, ExitResult, Sandbox, SandboxSpec
 from tcworker.engines.docker_io import (
     copy_out, daemon_errors, explain, in_thread, kill, log_late_failure, pump_output, remove_container, sweep,
-    widen_pipe,
 )
+from tcworker.engines.pipecopy import widen_pipe
 from tcworker.engines.docker_network import RunNetwork
 from tcworker.engines.docker_options import (  # noqa: F401  (re-exported)
     LABEL, OWNER_LABEL, TASK_LABEL, TASKS_DIR_LABEL, ContainerOptions, owner_label,

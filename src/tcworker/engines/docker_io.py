@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Capacity asked for the output pipe.
-PIPE_BYTES = 1024 * 1024
 #: Bytes per chunk read from ``get_archive``.
 ARCHIVE_CHUNK_BYTES = 1024 * 1024
 
@@ -212,10 +211,3 @@ def log_late_failure(job: asyncio.Future) -> None:
         logger.info("image fetch after an abort failed: %s", job.exception())
 
 
-def widen_pipe(fd: int) -> None:
-    import fcntl
-
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except OSError as err:
-        logger.debug("cannot grow output pipe to %d bytes: %s", PIPE_BYTES, err)

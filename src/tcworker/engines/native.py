@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fcntl
 import logging
 import os
 import re
@@ -53,8 +52,8 @@ from tcworker.config import WorkerConfig
 from tcworker.engines.base import Engine, ExitResult, Sandbox, SandboxSpec
 from tcworker.engines.execwrap import ExecWrapper
 from tcworker.engines.execwrap import probe as probe_exec_wrapper
-from tcworker.engines.outcome import CommandOutcome, exit_block
-from tcworker.engines.pipecopy import PipeCopier
+from tcworker.engines.outcome import CommandOutcome, cpu_delta, exit_block, start_error_message
+from tcworker.engines.pipecopy import PipeCopier, widen_pipe
 from tcworker.engines.proctree import (
     CgroupTree,
     ProcessTree,
@@ -75,7 +74,6 @@ logger = logging.getLogger(__name__)
 TASK_DIR_PREFIX = "tcw-task-"
 _TRACK_INTERVAL_S = 0.2
 #: Capacity asked for the output pipe (the default ``/proc/sys/fs/pipe-max-size``).
-PIPE_BYTES = 1024 * 1024
 
 
 class NativeEngine(Engine):
@@ -252,7 +250,7 @@ class NativeSandbox(Sandbox):
         outcome = CommandOutcome(index=None)
         self._stopped.clear()
         read_fd, self._out_fd = os.pipe2(os.O_CLOEXEC)  # one pipe for the run: background output too
-        _widen_pipe(self._out_fd)
+        widen_pipe(self._out_fd)
         self._copier = PipeCopier(read_fd, self.log)
         try:
             await self._join_os_groups(spec.os_groups)
@@ -358,7 +356,7 @@ class NativeSandbox(Sandbox):
         outcome = await self._attempt(index, argv, env, deadline, self._wrapper, last)
         if outcome is None:  # the exec wrapper could not exec it: start it the exact way to learn why
             outcome = await self._attempt(index, argv, env, deadline, None, last)
-        cpu_s = None if outcome.start_error else _cpu_delta(cpu_before, self._tree.cpu_times())
+        cpu_s = None if outcome.start_error else cpu_delta(cpu_before, self._tree.cpu_times())
         outcome = dataclasses.replace(outcome, duration_s=time.monotonic() - started, cpu_s=cpu_s)
         self.log.info(exit_block(outcome))
         if self._copy_error is not None:
@@ -381,7 +379,7 @@ class NativeSandbox(Sandbox):
             proc = await start_command(argv, env, cwd=self.task_dir, output_fd=self._out_fd, tree=self._tree,
                                        user=self.user, wrapper=wrapper)
         except (OSError, ValueError, subprocess.SubprocessError) as err:
-            message = _start_error(argv, err)
+            message = start_error_message(argv, err)
             self.log.error(f"Could not start command {index}: {message}")
             return CommandOutcome(index=index, start_error=message)
         self._tree.started(proc.pid)
@@ -445,25 +443,3 @@ class NativeSandbox(Sandbox):
         await self._tree.kill_and_wait()
         await proc.wait()
         await copier.wait_eof(1.0)  # writers are dead: only what is still in the pipe is left
-
-
-def _widen_pipe(fd: int) -> None:
-    """Grow the pipe to 1 MiB (fewer wake-ups for chatty tasks); keep the default if refused."""
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except OSError as err:
-        logger.debug("cannot grow output pipe to %d bytes: %s", PIPE_BYTES, err)
-
-
-def _start_error(argv: tuple[str, ...], err: BaseException) -> str:
-    if isinstance(err, OSError):
-        return f"{argv[0]}: {err.strerror or err}"
-    return f"{argv[0]}: {err}"
-
-
-def _cpu_delta(
-    before: tuple[float, float] | None, after: tuple[float, float] | None
-) -> tuple[float, float] | None:
-    if before is None or after is None:
-        return None
-    return after[0] - before[0], after[1] - before[1]

@@ -125,3 +125,19 @@ def go_duration(seconds: float) -> str:
 
 def _trim(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def start_error_message(argv: tuple[str, ...], err: BaseException) -> str:
+    """One line saying why ``argv`` could not start (``<program>: <reason>``)."""
+    if isinstance(err, OSError):
+        return f"{argv[0]}: {err.strerror or err}"
+    return f"{argv[0]}: {err}"
+
+
+def cpu_delta(
+    before: tuple[float, float] | None, after: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """``(user, system)`` CPU seconds spent between two samples, or None when one is missing."""
+    if before is None or after is None:
+        return None
+    return after[0] - before[0], after[1] - before[1]

@@ -108,3 +108,15 @@ class PipeCopier:
             self._loop.remove_reader(self._fd)
         os.close(self._fd)
         self._fd = None
+
+
+#: Size asked for task output pipes (fewer wake-ups for chatty tasks).
+PIPE_BYTES = 1024 * 1024
+
+
+def widen_pipe(fd: int) -> None:
+    """Grow a pipe to :data:`PIPE_BYTES`; keep the default size if the kernel refuses."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError as err:
+        logger.debug("cannot grow output pipe to %d bytes: %s", PIPE_BYTES, err)
